@@ -1,0 +1,1 @@
+"""Keras layers of the DMI user tower (one concept per module)."""
