@@ -70,6 +70,9 @@ def sampled_softmax_loss(
       ValueError: On wrong ranks or mismatched static shapes.
     """
     user_vectors = tf.convert_to_tensor(user_vectors)
+    if not isinstance(item_embeddings, (tf.Tensor, tf.Variable)):
+        # Variables are left as they are: gathering from them yields sparse (IndexedSlices) gradients.
+        item_embeddings = tf.convert_to_tensor(item_embeddings, dtype=user_vectors.dtype)
     target_ids = tf.convert_to_tensor(target_ids)
     sampled_ids = tf.convert_to_tensor(candidates.sampled_ids)
     if user_vectors.shape.rank != 2:
@@ -234,6 +237,8 @@ class SampledSoftmax:
           ValueError: On wrong ranks, mismatched shapes, or a table whose static row count is not
             ``num_items + 1``.
         """
+        if not isinstance(item_embeddings, (tf.Tensor, tf.Variable)):
+            item_embeddings = tf.convert_to_tensor(item_embeddings, dtype=tf.float32)
         rows = item_embeddings.shape[0] if item_embeddings.shape.rank else None
         if rows is not None and rows != self.num_items + 1:
             raise ValueError(
