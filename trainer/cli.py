@@ -15,99 +15,286 @@ from trainer import interactions, synthetic
 
 
 def _positive_int(text: str) -> int:
-  value = int(text)
-  if value < 0:
-    raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
-  return value
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
 
 
 def _add_kcore_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--min-user", type=_positive_int, default=0,
-                      help="iterative k-core: drop users with fewer events (default: no filter)")
-  parser.add_argument("--min-item", type=_positive_int, default=0,
-                      help="iterative k-core: drop items with fewer events (default: no filter)")
+    parser.add_argument(
+        "--min-user",
+        type=_positive_int,
+        default=0,
+        help="iterative k-core: drop users with fewer events (default: no filter)",
+    )
+    parser.add_argument(
+        "--min-item",
+        type=_positive_int,
+        default=0,
+        help="iterative k-core: drop items with fewer events (default: no filter)",
+    )
 
 
 def _add_skip_bad_argument(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--skip-bad", action="store_true",
-                      help="count and report malformed lines instead of stopping at the first one")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="count and report malformed lines instead of stopping at the first one",
+    )
 
 
 def _report_bad_lines(report: interactions.ReadReport) -> None:
-  if report.bad_lines:
-    print(f"skipped {report.bad_lines} malformed line(s) in {report.path}", file=sys.stderr)
-    for example in report.bad_examples:
-      print(f"  {example}", file=sys.stderr)
+    if report.bad_lines:
+        print(f"skipped {report.bad_lines} malformed line(s) in {report.path}", file=sys.stderr)
+        for example in report.bad_examples:
+            print(f"  {example}", file=sys.stderr)
 
 
 def _convert(args: argparse.Namespace) -> int:
-  report = interactions.convert(
-      args.input, args.output, fmt=args.format, min_user=args.min_user, min_item=args.min_item,
-      skip_bad=args.skip_bad)
-  _report_bad_lines(report)
-  stats = interactions.log_stats(interactions.read_interactions(args.output))
-  print(f"wrote {args.output}: {stats.users:,} users, {stats.items:,} items, "
-        f"{stats.interactions:,} interactions (read {report.interactions:,} from {args.input})")
-  return 0
+    report = interactions.convert(
+        args.input,
+        args.output,
+        fmt=args.format,
+        min_user=args.min_user,
+        min_item=args.min_item,
+        skip_bad=args.skip_bad,
+    )
+    _report_bad_lines(report)
+    stats = interactions.log_stats(interactions.read_interactions(args.output))
+    print(
+        f"wrote {args.output}: {stats.users:,} users, {stats.items:,} items, "
+        f"{stats.interactions:,} interactions (read {report.interactions:,} from {args.input})"
+    )
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
-  fields = {f.name for f in dataclasses.fields(synthetic.SyntheticConfig)}
-  config = synthetic.SyntheticConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-  count = interactions.write_log(args.out, synthetic.generate(config))
-  print(f"wrote {args.out}: {count:,} interactions ({config})")
-  return 0
+    fields = {f.name for f in dataclasses.fields(synthetic.SyntheticConfig)}
+    config = synthetic.SyntheticConfig(
+        **{k: v for k, v in vars(args).items() if k in fields and v is not None}
+    )
+    count = interactions.write_log(args.out, synthetic.generate(config))
+    print(f"wrote {args.out}: {count:,} interactions ({config})")
+    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-  report = interactions.ReadReport(args.log)
-  events = interactions.read_interactions(args.log, args.format, skip_bad=args.skip_bad, report=report)
-  if args.min_user > 1 or args.min_item > 1:
-    events = interactions.k_core(list(events), min_user=args.min_user, min_item=args.min_item)
-  stats = interactions.log_stats(events)
-  print(stats.to_json() if args.json else stats.to_text())
-  _report_bad_lines(report)
-  return 0
+    report = interactions.ReadReport(args.log)
+    events = interactions.read_interactions(args.log, args.format, skip_bad=args.skip_bad, report=report)
+    if args.min_user > 1 or args.min_item > 1:
+        events = interactions.k_core(list(events), min_user=args.min_user, min_item=args.min_item)
+    stats = interactions.log_stats(events)
+    print(stats.to_json() if args.json else stats.to_text())
+    _report_bad_lines(report)
+    return 0
 
 
 def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
-  """Registers ``dmirec data convert|synth|stats``."""
-  data = subparsers.add_parser("data", help="interaction-log tooling: convert, synth, stats",
-                               description="Tools for interaction logs (CSV user_id,item_id,timestamp).")
-  commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    """Registers ``dmirec data convert|synth|stats``."""
+    data = subparsers.add_parser(
+        "data",
+        help="interaction-log tooling: convert, synth, stats",
+        description="Tools for interaction logs (CSV user_id,item_id,timestamp).",
+    )
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
-  convert = commands.add_parser(
-      "convert", help="convert sequences / ComiRec / Amazon JSON files into an interaction log",
-      description="Convert INPUT into an interaction log CSV at OUTPUT (written atomically).")
-  convert.add_argument("input", help="input file")
-  convert.add_argument("output", help="interaction log CSV to write")
-  convert.add_argument(
-      "--format", default="auto", choices=("auto",) + interactions.FORMATS,
-      help="input format: sequences ('user item item ...', timestamp = position), comirec "
-           "('user,item,index[,timestamp]'), amazon-json (reviewerID/asin/unixReviewTime), log "
-           "(already a log: re-filter it); auto detects it from the first line (default)")
-  _add_kcore_arguments(convert)
-  _add_skip_bad_argument(convert)
-  convert.set_defaults(handler=_convert)
+    convert = commands.add_parser(
+        "convert",
+        help="convert sequences / ComiRec / Amazon JSON files into an interaction log",
+        description="Convert INPUT into an interaction log CSV at OUTPUT (written atomically).",
+    )
+    convert.add_argument("input", help="input file")
+    convert.add_argument("output", help="interaction log CSV to write")
+    convert.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto",) + interactions.FORMATS,
+        help="input format: sequences ('user item item ...', timestamp = position), comirec "
+        "('user,item,index[,timestamp]'), amazon-json (reviewerID/asin/unixReviewTime), log "
+        "(already a log: re-filter it); auto detects it from the first line (default)",
+    )
+    _add_kcore_arguments(convert)
+    _add_skip_bad_argument(convert)
+    convert.set_defaults(handler=_convert)
 
-  synth = commands.add_parser(
-      "synth", help="write a deterministic synthetic log with planted multi-interest structure",
-      description=synthetic.__doc__.split("\n\n")[0])
-  synth.add_argument("--out", required=True, help="interaction log CSV to write")
-  defaults = synthetic.SyntheticConfig()
-  for field in dataclasses.fields(synthetic.SyntheticConfig):
-    default = getattr(defaults, field.name)
-    synth.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=type(default),
-                       default=None, help=f"default {default}")
-  synth.set_defaults(handler=_synth)
+    synth = commands.add_parser(
+        "synth",
+        help="write a deterministic synthetic log with planted multi-interest structure",
+        description=synthetic.__doc__.split("\n\n")[0],
+    )
+    synth.add_argument("--out", required=True, help="interaction log CSV to write")
+    defaults = synthetic.SyntheticConfig()
+    for field in dataclasses.fields(synthetic.SyntheticConfig):
+        default = getattr(defaults, field.name)
+        synth.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            dest=field.name,
+            type=type(default),
+            default=None,
+            help=f"default {default}",
+        )
+    synth.set_defaults(handler=_synth)
 
-  stats = commands.add_parser(
-      "stats", help="users, items, interactions and the sequence-length distribution of a log",
-      description="Print the size and sequence-length distribution of an interaction log.")
-  stats.add_argument("log", help="interaction log CSV (or another format with --format)")
-  stats.add_argument("--format", default="log", choices=("auto",) + interactions.FORMATS,
-                     help="input format (default: log)")
-  stats.add_argument("--json", action="store_true", help="print JSON instead of text")
-  _add_kcore_arguments(stats)
-  _add_skip_bad_argument(stats)
-  stats.set_defaults(handler=_stats)
+    stats = commands.add_parser(
+        "stats",
+        help="users, items, interactions and the sequence-length distribution of a log",
+        description="Print the size and sequence-length distribution of an interaction log.",
+    )
+    stats.add_argument("log", help="interaction log CSV (or another format with --format)")
+    stats.add_argument(
+        "--format",
+        default="log",
+        choices=("auto",) + interactions.FORMATS,
+        help="input format (default: log)",
+    )
+    stats.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_kcore_arguments(stats)
+    _add_skip_bad_argument(stats)
+    stats.set_defaults(handler=_stats)
+
+
+def _load_sequences(args: argparse.Namespace, vocabulary=None):
+    from trainer.sequences import SequenceData
+
+    log, fmt, skip_bad, min_user, min_item = (
+        args.log,
+        args.format,
+        args.skip_bad,
+        args.min_user,
+        args.min_item,
+    )
+    report = interactions.ReadReport(log)
+    events = interactions.read_interactions(log, fmt, skip_bad=skip_bad, report=report)
+    if min_user > 1 or min_item > 1:
+        events = interactions.k_core(list(events), min_user=min_user, min_item=min_item)
+    data = SequenceData.from_interactions(events, seed=args.split_seed, vocabulary=vocabulary)
+    _report_bad_lines(report)
+    return data
+
+
+def _configure_threads(args: argparse.Namespace) -> None:
+    from trainer import runtime
+
+    runtime.configure_threads(args.intra_op_threads, args.inter_op_threads)
+
+
+def _print_metrics(title: str, metrics: dict, ndcg: str) -> None:
+    label = {
+        "rank": "rank order",
+        "standard": "standard IDCG",
+        "remi": "REMI set order, not a ranking metric",
+    }[ndcg]
+    names = sorted(metrics, key=lambda key: (int(key.split("@")[1]), key))
+    print(f"{title} ({label} NDCG): " + "  ".join(f"{name} {metrics[name]:.4f}" for name in names))
+
+
+def _train(args: argparse.Namespace) -> int:
+    _configure_threads(args)
+    from trainer import config as config_lib
+    from trainer import train as train_lib
+
+    config = config_lib.variant_config(args.model, config_lib.parse_overrides(args.set))
+    data = _load_sequences(args)
+    print(
+        f"{args.log}: {data.num_items:,} items; users train {len(data.train):,} / "
+        f"eval {len(data.eval):,} / test {len(data.test):,}"
+    )
+    result = train_lib.train(config, data, args.out, ndcg=args.ndcg)
+    _print_metrics(f"validation (step {result.best_step})", result.validation, args.ndcg)
+    _print_metrics("test", result.test, args.ndcg)
+    if result.examples_per_second:
+        print(
+            f"training speed: {result.examples_per_second:,.0f} examples/s "
+            f"({result.examples_per_second / config.batch_size:,.1f} steps/s)"
+        )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _configure_threads(args)
+    import json
+    import os
+
+    from trainer import evaluation, sequences, train as train_lib
+
+    config, vocabulary, model = train_lib.load_model(args.model_dir)
+    # Ids are encoded with the trained model's vocabulary (items it never saw become padding).
+    data = _load_sequences(args, vocabulary=vocabulary)
+    evaluation_users = sequences.evaluation_set(data.splits[args.split], config.max_length)
+    evaluator = evaluation.Evaluator(model, evaluation_users, ndcg=args.ndcg)
+    metrics = evaluator()
+    _print_metrics(f"{args.split} ({len(evaluator.evaluation_set):,} users)", metrics, args.ndcg)
+    path = os.path.join(args.model_dir, f"evaluation_{args.split}_{args.ndcg}.json")
+    with interactions.atomic_writer(path) as f:
+        json.dump({"split": args.split, "ndcg": args.ndcg, "metrics": metrics}, f, indent=2)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", required=True, help="interaction log CSV (or another format with --format)")
+    parser.add_argument(
+        "--format",
+        default="log",
+        choices=("auto",) + interactions.FORMATS,
+        help="input format (default: log)",
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 user split (default 0)")
+    parser.add_argument(
+        "--ndcg",
+        default="rank",
+        choices=("rank", "standard", "remi"),
+        help="NDCG variant: rank order (default), standard IDCG, or REMI's set-order variant "
+        "(for comparison with published numbers only)",
+    )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=1,
+        help="TensorFlow intra-op threads (default 1: fastest for this model on 2 cores)",
+    )
+    parser.add_argument(
+        "--inter-op-threads", type=int, default=1, help="TensorFlow inter-op threads (default 1)"
+    )
+    _add_kcore_arguments(parser)
+    _add_skip_bad_argument(parser)
+
+
+def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec train`` and ``dmirec evaluate``."""
+    from trainer.config import VARIANTS
+
+    train = subparsers.add_parser(
+        "train",
+        help="train DMI or a baseline on an interaction log under the ComiRec/REMI protocol",
+        description="Train one model variant: 8:1:1 user split, validation Recall@50 with early stopping, "
+        "test metrics of the best model. Writes the model, metrics.json and TensorBoard logs.",
+    )
+    train.add_argument("--model", default="dmi", choices=tuple(VARIANTS), help="model variant (default dmi)")
+    train.add_argument(
+        "--out", required=True, help="output directory (re-running resumes an interrupted run)"
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set max_steps=5000 --set alpha_max=0.008 "
+        "(fields: see trainer/config.py)",
+    )
+    _add_log_arguments(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a trained model directory on the eval or test users of a log",
+        description="Evaluate a model written by 'dmirec train' (Recall/HitRate/NDCG at 20 and 50).",
+    )
+    evaluate.add_argument("--model-dir", required=True, help="directory written by dmirec train")
+    evaluate.add_argument(
+        "--split", default="test", choices=("eval", "test"), help="users to evaluate (default test)"
+    )
+    _add_log_arguments(evaluate)
+    evaluate.set_defaults(handler=_evaluate)

@@ -1,0 +1,302 @@
+"""Item pruning (DMI Eq. 12) and the denoising module f_theta (Eq. 11), plus the MLP of the DMI-T ablation."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+def prune_history(
+    history_embeddings: tf.Tensor,
+    attention: tf.Tensor,
+    mask: tf.Tensor,
+    gamma: float,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Selects the history items most attended by one interest (item pruning, Eq. 12).
+
+    For a user with ``n`` valid positions, the ``k = ceil(gamma * n)`` valid positions with the largest
+    attention are kept (``k >= 1`` when ``n >= 1``, ``k = 0`` when ``n = 0``). To keep shapes static, the
+    output always has ``k_max = ceil(gamma * L)`` slots, ordered by decreasing attention, and the slots of
+    rank ``>= k`` are marked invalid in ``context_mask`` and zeroed in ``context``. Padding positions are
+    never selected among the first ``k`` ranks (their score is ``-inf``). Ties keep the lower position first.
+
+    Choice: ``ceil(gamma * n)`` is computed exactly on the decimal ``gamma`` was written as (``str(gamma)``),
+    so that e.g. ``gamma = 0.3, n = 10`` gives 3 and not 4 through binary rounding of ``0.3``.
+
+    Args:
+      history_embeddings: Item embeddings ``H``, float32 ``(batch, L, dim)`` with a static ``L``.
+      attention: Attention of the selected interest over the history, float32 ``(batch, L)``.
+      mask: Valid positions, boolean or 0/1 ``(batch, L)``; padding is ``False``/0.
+      gamma: Selected proportion, ``0 < gamma <= 1`` (1 keeps every valid item: the DMI-IP ablation).
+
+    Returns:
+      A tuple ``(context, context_mask)`` of shapes ``(batch, k_max, dim)`` (float32) and
+      ``(batch, k_max)`` (bool).
+
+    Raises:
+      ValueError: If ``gamma`` is out of range or a shape is invalid or not static where required.
+    """
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"`gamma` must satisfy 0 < gamma <= 1, got {gamma}")
+    history_embeddings = tf.convert_to_tensor(history_embeddings, tf.float32)
+    attention = tf.convert_to_tensor(attention, tf.float32)
+    mask = tf.convert_to_tensor(mask)
+    history_shape = history_embeddings.shape
+    if history_shape.rank != 3:
+        raise ValueError(f"`history_embeddings` must have rank 3 (batch, length, dim), got shape {history_shape}")
+    length = history_shape[1]
+    if length is None:
+        raise ValueError(f"`history_embeddings` must have a static length, got shape {history_shape}")
+    for name, tensor in (("attention", attention), ("mask", mask)):
+        if tensor.shape.rank != 2 or not tensor.shape.is_compatible_with(history_shape[:2]):
+            raise ValueError(f"`{name}` must have shape (batch, length) = {history_shape[:2]}, got shape {tensor.shape}")
+
+    ratio = Fraction(str(float(gamma)))
+    kept_per_count = tf.constant([math.ceil(ratio * n) for n in range(length + 1)], tf.int32)
+    max_kept = math.ceil(ratio * length)
+
+    valid = tf.cast(mask, tf.bool)
+    num_valid = tf.reduce_sum(tf.cast(valid, tf.int32), axis=-1)  # (B,)
+    num_kept = tf.gather(kept_per_count, num_valid)  # (B,)
+    scores = tf.where(valid, attention, tf.constant(-math.inf, attention.dtype))
+    _, positions = tf.math.top_k(scores, k=max_kept, sorted=True)  # (B, k_max)
+    context_mask = tf.range(max_kept)[tf.newaxis, :] < num_kept[:, tf.newaxis]
+    context = tf.gather(history_embeddings, positions, batch_dims=1)  # (B, k_max, d)
+    context = tf.where(context_mask[..., tf.newaxis], context, tf.zeros_like(context))
+    return context, context_mask
+
+
+class InterestDenoiser(keras.layers.Layer):
+    """The denoising module ``f_theta`` of DMI: one cross-attention transformer layer (Eq. 11).
+
+    Predicts the clean interest ``v_0`` directly (x0-prediction, as the paper) from the noisy interest::
+
+        q  = v_t                                           # one query token, (1, d)
+        kv = concat(e_t, C)                                # step embedding + pruned history, (1 + k, d)
+        x  = LayerNorm(q + Dropout(MultiHeadAttention(q, kv, kv)))
+        v0 = LayerNorm(x + Dropout(FFN(x)))                # FFN: d -> ffn_multiplier * d -> d
+
+    The step token is always valid, so a user whose context is entirely masked attends to ``e_t`` only.
+
+    Choices (the paper names "a transformer layer" without details): a post-norm layer as in the original
+    Transformer and PyTorch's default ``nn.TransformerDecoderLayer``; 2 heads of size ``d / 2`` by default
+    (``d`` must be divisible by ``num_heads``); a ReLU feed-forward of width ``4 d`` (same origin); a
+    learned step embedding over ``0..T``. Note the final LayerNorm makes the prediction's scale come from
+    its learned gain and bias rather than from the input.
+
+    Args:
+      num_steps: Number of diffusion steps ``T``; steps are in ``0..T``.
+      num_heads: Attention heads.
+      ffn_multiplier: Width of the feed-forward hidden layer, in multiples of ``d``.
+      dropout: Dropout rate on the attention probabilities and both residual branches.
+      activation: Activation of the feed-forward hidden layer.
+      **kwargs: Passed to `keras.layers.Layer`.
+    """
+
+    def __init__(
+        self,
+        num_steps: int,
+        num_heads: int = 2,
+        ffn_multiplier: int = 4,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_denoiser_arguments(num_steps, ffn_multiplier)
+        if num_heads < 1:
+            raise ValueError(f"`num_heads` must be >= 1, got {num_heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), got {dropout}")
+        self.num_steps = num_steps
+        self.num_heads = num_heads
+        self.ffn_multiplier = ffn_multiplier
+        self.dropout = dropout
+        self.activation = activation
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Creates the sublayers.
+
+        Args:
+          input_shape: Shape of ``noisy_interest``, ``(batch, dim)`` with a known ``dim``.
+        """
+        dim = _interest_dim(input_shape)
+        if dim % self.num_heads:
+            raise ValueError(f"The interest dimension {dim} must be divisible by `num_heads`={self.num_heads}")
+        self.step_embedding = keras.layers.Embedding(self.num_steps + 1, dim, name="step_embedding")
+        self.cross_attention = keras.layers.MultiHeadAttention(
+            self.num_heads, key_dim=dim // self.num_heads, dropout=self.dropout, name="cross_attention"
+        )
+        self.attention_dropout = keras.layers.Dropout(self.dropout)
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
+        self.ffn_hidden = keras.layers.Dense(self.ffn_multiplier * dim, activation=self.activation, name="ffn_hidden")
+        self.ffn_output = keras.layers.Dense(dim, name="ffn_output")
+        self.ffn_dropout = keras.layers.Dropout(self.dropout)
+        self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
+        super().build(input_shape)
+
+    def call(
+        self,
+        noisy_interest: tf.Tensor,
+        step: tf.Tensor,
+        context: tf.Tensor,
+        context_mask: tf.Tensor,
+        training: bool | None = None,
+    ) -> tf.Tensor:
+        """Predicts ``v_0`` from ``v_t``.
+
+        Args:
+          noisy_interest: Noisy interests ``v_t``, float32 ``(batch, dim)``.
+          step: Diffusion steps ``t`` in ``0..T``, integer ``(batch,)``.
+          context: Pruned history ``C``, float32 ``(batch, k, dim)``.
+          context_mask: Valid context slots, boolean or 0/1 ``(batch, k)``.
+          training: Whether dropout is active.
+
+        Returns:
+          The predicted clean interests ``v0_tilde``, float32 ``(batch, dim)``.
+        """
+        step = tf.convert_to_tensor(step)
+        context = tf.convert_to_tensor(context, tf.float32)
+        context_mask = tf.convert_to_tensor(context_mask)
+        _check_denoiser_inputs(noisy_interest, step, context, context_mask)
+        query = noisy_interest[:, tf.newaxis, :]  # (B, 1, d)
+        step_token = self.step_embedding(step)[:, tf.newaxis, :]  # (B, 1, d)
+        keys = tf.concat([step_token, context], axis=1)  # (B, 1 + k, d)
+        key_mask = tf.concat(
+            [tf.ones_like(step[:, tf.newaxis], tf.bool), tf.cast(context_mask, tf.bool)], axis=1
+        )
+        attended = self.cross_attention(
+            query, keys, keys, attention_mask=key_mask[:, tf.newaxis, :], training=training
+        )
+        hidden = self.attention_norm(query + self.attention_dropout(attended, training=training))
+        transformed = self.ffn_output(self.ffn_hidden(hidden))
+        output = self.ffn_norm(hidden + self.ffn_dropout(transformed, training=training))
+        return output[:, 0, :]
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "num_steps": self.num_steps,
+                "num_heads": self.num_heads,
+                "ffn_multiplier": self.ffn_multiplier,
+                "dropout": self.dropout,
+                "activation": self.activation,
+            }
+        )
+        return config
+
+
+class MLPDenoiser(keras.layers.Layer):
+    """MLP denoiser of the DMI-T ablation: ``v0_tilde = W_o act(W_h concat(v_t, e_t))``.
+
+    DMI-T replaces the cross-attention transformer by an MLP, which the paper describes as "lacking
+    effective guidance": it sees only the noisy interest and the step, so ``context`` and ``context_mask``
+    are accepted (same signature as `InterestDenoiser`, so the two are interchangeable) and ignored.
+
+    Choice: one hidden layer with ``tanh``, as the MLP of DiffRec (Wang et al., SIGIR 2023), the diffusion
+    recommender the paper's MLP remark refers to; a learned step embedding over ``0..T``.
+
+    Args:
+      num_steps: Number of diffusion steps ``T``; steps are in ``0..T``.
+      hidden_multiplier: Width of the hidden layer, in multiples of ``d``.
+      activation: Activation of the hidden layer.
+      **kwargs: Passed to `keras.layers.Layer`.
+    """
+
+    def __init__(
+        self,
+        num_steps: int,
+        hidden_multiplier: int = 4,
+        activation: str = "tanh",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_denoiser_arguments(num_steps, hidden_multiplier)
+        self.num_steps = num_steps
+        self.hidden_multiplier = hidden_multiplier
+        self.activation = activation
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        """Creates the sublayers.
+
+        Args:
+          input_shape: Shape of ``noisy_interest``, ``(batch, dim)`` with a known ``dim``.
+        """
+        dim = _interest_dim(input_shape)
+        self.step_embedding = keras.layers.Embedding(self.num_steps + 1, dim, name="step_embedding")
+        self.hidden = keras.layers.Dense(self.hidden_multiplier * dim, activation=self.activation, name="hidden")
+        self.projection = keras.layers.Dense(dim, name="projection")
+        super().build(input_shape)
+
+    def call(
+        self,
+        noisy_interest: tf.Tensor,
+        step: tf.Tensor,
+        context: tf.Tensor,
+        context_mask: tf.Tensor,
+        training: bool | None = None,
+    ) -> tf.Tensor:
+        """Predicts ``v_0`` from ``v_t`` and ``t`` only.
+
+        Args:
+          noisy_interest: Noisy interests ``v_t``, float32 ``(batch, dim)``.
+          step: Diffusion steps ``t`` in ``0..T``, integer ``(batch,)``.
+          context: Pruned history, float32 ``(batch, k, dim)``; ignored (see the class docstring).
+          context_mask: Valid context slots ``(batch, k)``; ignored.
+          training: Unused (no dropout); accepted for the common signature.
+
+        Returns:
+          The predicted clean interests ``v0_tilde``, float32 ``(batch, dim)``.
+        """
+        step = tf.convert_to_tensor(step)
+        context = tf.convert_to_tensor(context, tf.float32)
+        context_mask = tf.convert_to_tensor(context_mask)
+        _check_denoiser_inputs(noisy_interest, step, context, context_mask)
+        features = tf.concat([noisy_interest, self.step_embedding(step)], axis=-1)
+        return self.projection(self.hidden(features))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "num_steps": self.num_steps,
+                "hidden_multiplier": self.hidden_multiplier,
+                "activation": self.activation,
+            }
+        )
+        return config
+
+
+def _check_denoiser_arguments(num_steps: int, multiplier: int) -> None:
+    """Raises ValueError for a non-positive number of steps or hidden-width multiplier."""
+    if num_steps < 1:
+        raise ValueError(f"`num_steps` must be >= 1, got {num_steps}")
+    if multiplier < 1:
+        raise ValueError(f"The hidden-width multiplier must be >= 1, got {multiplier}")
+
+
+def _interest_dim(input_shape: tf.TensorShape) -> int:
+    """Returns ``dim`` of a ``(batch, dim)`` shape, raising ValueError for any other shape."""
+    shape = tf.TensorShape(input_shape)
+    if shape.rank != 2 or shape[-1] is None:
+        raise ValueError(f"`noisy_interest` must have shape (batch, dim) with a known dim, got shape {shape}")
+    return int(shape[-1])
+
+
+def _check_denoiser_inputs(
+    noisy_interest: tf.Tensor, step: tf.Tensor, context: tf.Tensor, context_mask: tf.Tensor
+) -> None:
+    """Raises ValueError unless the denoiser inputs have consistent static shapes."""
+    dim = _interest_dim(noisy_interest.shape)
+    batch = noisy_interest.shape[:1]
+    if step.shape.rank != 1 or not step.shape.is_compatible_with(batch):
+        raise ValueError(f"`step` must have shape (batch,) = {batch}, got shape {step.shape}")
+    if context.shape.rank != 3 or not context.shape.is_compatible_with(batch.concatenate([None, dim])):
+        raise ValueError(f"`context` must have shape (batch, k, dim) = ({batch[0]}, k, {dim}), got shape {context.shape}")
+    if context_mask.shape.rank != 2 or not context_mask.shape.is_compatible_with(context.shape[:2]):
+        raise ValueError(f"`context_mask` must have shape (batch, k) = {context.shape[:2]}, got shape {context_mask.shape}")

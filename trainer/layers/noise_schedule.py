@@ -1,0 +1,215 @@
+"""The linear-variance noise schedule of DMI's forward process (Eq. 7-8) and its derived quantities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+
+class NoiseSchedule:
+    """Fixed (non-trainable) noise schedule of DMI's diffusion module.
+
+    The schedule is defined through the cumulative signal level ``alpha_bar_t`` (Eq. 8)::
+
+        1 - alpha_bar_t = scale * (alpha_min + (t - 1) / (T - 1) * (alpha_max - alpha_min)),  t = 1..T
+
+    with ``alpha_bar_0 = 1``. Derived from it (Eq. 6-7 and 10): ``alpha_t = alpha_bar_t / alpha_bar_{t-1}``,
+    ``beta_t = 1 - alpha_t``, the coefficients of the posterior mean of ``q(v_{t-1} | v_t, v_0)``::
+
+        mu_t = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * v_t
+             + sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) * v_0
+
+    and the posterior variance ``beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)``.
+
+    Choice for ``T == 1`` (Eq. 8 divides by ``T - 1``): the single step gets the maximum noise level,
+    ``1 - alpha_bar_1 = scale * alpha_max``. ``alpha_max`` is the paper's "maximum noise level" and inference
+    always starts from step ``T``, so this keeps ``1 - alpha_bar_T = scale * alpha_max`` for every ``T``.
+    (DiffRec's ``np.linspace(start, end, 1)`` would give ``scale * alpha_min`` instead.)
+
+    Everything is computed once in float64 with numpy and exposed as read-only numpy arrays; the ``tf``
+    methods gather float32 values from constants, so they work inside ``tf.function`` with any batch shape.
+
+    Args:
+      steps: Number of diffusion steps ``T`` (>= 1).
+      alpha_min: Minimum noise level ``alpha_min`` (> 0).
+      alpha_max: Maximum noise level ``alpha_max`` (>= ``alpha_min``).
+      scale: Noise scale ``s`` (> 0, with ``scale * alpha_max < 1`` so that ``alpha_bar_T > 0``).
+
+    Raises:
+      ValueError: If an argument is out of range.
+    """
+
+    def __init__(self, steps: int, alpha_min: float, alpha_max: float, scale: float) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}")
+        if not 0.0 < alpha_min <= alpha_max:
+            raise ValueError(
+                f"Noise levels must satisfy 0 < alpha_min <= alpha_max, got alpha_min={alpha_min}, "
+                f"alpha_max={alpha_max}"
+            )
+        if not 0.0 < scale or not scale * alpha_max < 1.0:
+            raise ValueError(
+                f"`scale` must satisfy 0 < scale and scale * alpha_max < 1 (alpha_bar_T > 0), got "
+                f"scale={scale}, scale * alpha_max={scale * alpha_max}"
+            )
+        self._steps = int(steps)
+        self._alpha_min = float(alpha_min)
+        self._alpha_max = float(alpha_max)
+        self._scale = float(scale)
+
+        if self._steps == 1:
+            noise_levels = np.array([self._scale * self._alpha_max])
+        else:
+            fractions = np.arange(self._steps, dtype=np.float64) / (self._steps - 1)
+            noise_levels = self._scale * (self._alpha_min + fractions * (self._alpha_max - self._alpha_min))
+        alphas_bar = np.concatenate([[1.0], 1.0 - noise_levels])  # index t = 0..T
+        alphas = alphas_bar[1:] / alphas_bar[:-1]  # index t - 1 for t = 1..T
+        betas = 1.0 - alphas
+        previous = alphas_bar[:-1]
+        current = alphas_bar[1:]
+
+        self._alphas_bar = _read_only(alphas_bar)
+        self._alphas = _read_only(alphas)
+        self._betas = _read_only(betas)
+        self._posterior_coef_vt = _read_only(np.sqrt(alphas) * (1.0 - previous) / (1.0 - current))
+        self._posterior_coef_v0 = _read_only(np.sqrt(previous) * betas / (1.0 - current))
+        self._posterior_variance = _read_only(betas * (1.0 - previous) / (1.0 - current))
+
+    @property
+    def steps(self) -> int:
+        """Number of diffusion steps ``T``."""
+        return self._steps
+
+    @property
+    def alphas_bar(self) -> np.ndarray:
+        """``alpha_bar_t`` for ``t = 0..T`` (shape ``(T + 1,)``, ``alphas_bar[0] == 1``)."""
+        return self._alphas_bar
+
+    @property
+    def alphas(self) -> np.ndarray:
+        """``alpha_t`` for ``t = 1..T`` (shape ``(T,)``, entry ``t - 1``)."""
+        return self._alphas
+
+    @property
+    def betas(self) -> np.ndarray:
+        """``beta_t = 1 - alpha_t`` for ``t = 1..T`` (shape ``(T,)``, entry ``t - 1``)."""
+        return self._betas
+
+    @property
+    def posterior_mean_coef_vt(self) -> np.ndarray:
+        """Coefficient of ``v_t`` in the posterior mean (Eq. 10) for ``t = 1..T`` (entry ``t - 1``)."""
+        return self._posterior_coef_vt
+
+    @property
+    def posterior_mean_coef_v0(self) -> np.ndarray:
+        """Coefficient of ``v_0`` in the posterior mean (Eq. 10) for ``t = 1..T`` (entry ``t - 1``)."""
+        return self._posterior_coef_v0
+
+    @property
+    def posterior_variances(self) -> np.ndarray:
+        """Variance of ``q(v_{t-1} | v_t, v_0)`` for ``t = 1..T`` (entry ``t - 1``)."""
+        return self._posterior_variance
+
+    def alpha_bar(self, t: tf.Tensor) -> tf.Tensor:
+        """Gathers ``alpha_bar_t``.
+
+        Args:
+          t: Integer tensor of any shape with values in ``0..T`` (``0`` gives 1).
+
+        Returns:
+          A float32 tensor of the shape of ``t``.
+        """
+        return tf.gather(tf.constant(self._alphas_bar, tf.float32), t)
+
+    def posterior_mean(self, v_t: tf.Tensor, v0: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+        """Mean of ``q(v_{t-1} | v_t, v_0)`` (Eq. 10, with the prediction ``v0`` in place of ``v_0``).
+
+        Args:
+          v_t: Noisy vectors, shape ``(..., d)``.
+          v0: (Predicted) clean vectors, shape ``(..., d)``.
+          t: Integer steps in ``1..T``, shape ``(...)`` (the shape of ``v_t`` without its last axis).
+
+        Returns:
+          A float32 tensor of the shape of ``v_t``.
+        """
+        coef_vt = tf.gather(tf.constant(self._posterior_coef_vt, tf.float32), t - 1)
+        coef_v0 = tf.gather(tf.constant(self._posterior_coef_v0, tf.float32), t - 1)
+        return coef_vt[..., tf.newaxis] * v_t + coef_v0[..., tf.newaxis] * v0
+
+    def posterior_variance(self, t: tf.Tensor) -> tf.Tensor:
+        """Gathers the posterior variance of ``q(v_{t-1} | v_t, v_0)``.
+
+        Args:
+          t: Integer tensor of any shape with values in ``1..T``.
+
+        Returns:
+          A float32 tensor of the shape of ``t``.
+        """
+        return tf.gather(tf.constant(self._posterior_variance, tf.float32), t - 1)
+
+    def q_sample(self, v0: tf.Tensor, t: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+        """Samples ``v_t ~ q(v_t | v_0)`` by reparameterization (Eq. 7).
+
+        Args:
+          v0: Clean vectors, shape ``(..., d)``.
+          t: Integer steps in ``0..T``, shape ``(...)`` (the shape of ``v0`` without its last axis).
+          noise: Standard normal noise of the shape of ``v0``.
+
+        Returns:
+          ``sqrt(alpha_bar_t) * v0 + sqrt(1 - alpha_bar_t) * noise``, shape of ``v0``.
+        """
+        alpha_bar = self.alpha_bar(t)[..., tf.newaxis]
+        return tf.sqrt(alpha_bar) * v0 + tf.sqrt(1.0 - alpha_bar) * noise
+
+    def ddim_timesteps(self, num_steps: int) -> list[int]:
+        """Evenly spaced descending subsequence of ``T..1`` for DDIM sampling.
+
+        The subsequence keeps both endpoints of Algorithm 2's loop ``t = T, ..., 1`` (for ``num_steps >= 2``):
+        ``t_i = T - round(i * (T - 1) / (num_steps - 1))`` with halves rounded up, computed in integers.
+        Consecutive entries differ by at least 1 because the spacing ``(T - 1) / (num_steps - 1)`` is >= 1.
+        ``num_steps == 1`` gives ``[T]`` and ``num_steps == T`` gives ``[T, T - 1, ..., 1]``.
+
+        Args:
+          num_steps: Number of sampling steps ``S``, ``1 <= S <= T``.
+
+        Returns:
+          ``S`` strictly decreasing Python ints, the first one ``T``, all >= 1.
+
+        Raises:
+          ValueError: If ``num_steps`` is not in ``1..T``.
+        """
+        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
+            raise ValueError(f"`num_steps` must be an integer, got {num_steps!r}")
+        if not 1 <= num_steps <= self._steps:
+            raise ValueError(f"`num_steps` must be in 1..{self._steps} (the schedule's T), got {num_steps}")
+        if num_steps == 1:
+            return [self._steps]
+        gaps = num_steps - 1
+        return [self._steps - (2 * i * (self._steps - 1) + gaps) // (2 * gaps) for i in range(num_steps)]
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments."""
+        return {
+            "steps": self._steps,
+            "alpha_min": self._alpha_min,
+            "alpha_max": self._alpha_max,
+            "scale": self._scale,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> NoiseSchedule:
+        """Creates a schedule from the output of `get_config`."""
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """Returns ``values`` as a float64 array that cannot be modified in place."""
+    values = np.asarray(values, dtype=np.float64)
+    values.setflags(write=False)
+    return values

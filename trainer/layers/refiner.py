@@ -1,0 +1,287 @@
+"""DMI's diffusion refinement of interest vectors: training (Algorithm 1) and DDIM serving (Algorithm 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer.layers.denoiser import InterestDenoiser, MLPDenoiser, prune_history
+from trainer.layers.noise_schedule import NoiseSchedule
+
+DENOISERS = ("transformer", "mlp")
+SERVING_NOISES = ("zero", "random")
+
+
+class DiffusionRefiner(keras.layers.Layer):
+    """Refines interest vectors with DMI's diffusion module; owns the denoiser ``f_theta``.
+
+    Two entry points instead of ``call``, since training and serving take different inputs:
+
+    * `train_refine` (Algorithm 1) refines the one interest selected per user, from a step ``t`` and
+      noise drawn by the caller, and returns ``Z = eta * v0_tilde + (1 - eta) * v`` (Eq. 13) with the
+      reconstruction loss ``L_dm`` (Eq. 18).
+    * `serve_refine` (Algorithm 2) refines every interest of every user from step ``T`` with
+      ``sampling_steps`` deterministic DDIM steps (eta_DDIM = 0; the paper's online deployment uses DDIM).
+
+    With ``stop_gradient=True`` (DMI), the denoiser's inputs and the loss target are detached from the
+    extractor: ``L_dm`` trains the denoiser only and the extractor is trained through the ``(1 - eta) * v``
+    and ``eta * v0_tilde`` terms of ``Z`` by the recommendation loss (through ``v`` only; ``v0_tilde``
+    depends on detached inputs). With ``stop_gradient=False`` (the DMI-GD ablation) nothing is detached and
+    ``Z = v0_tilde`` ("the denoised vectors will be directly used as the final interest vectors").
+
+    Args:
+      num_steps: Diffusion steps ``T``.
+      alpha_min: Minimum noise level of the schedule (Eq. 8).
+      alpha_max: Maximum noise level of the schedule (Eq. 8).
+      noise_scale: Noise scale ``s`` of the schedule (Eq. 8).
+      gamma: Item-pruning proportion, ``0 < gamma <= 1`` (1: the DMI-IP ablation).
+      eta: Weight of the refined vector in ``Z`` (Eq. 13), in ``[0, 1]``.
+      sampling_steps: DDIM steps used by `serve_refine`, in ``1..T``.
+      denoiser: ``"transformer"`` (`InterestDenoiser`, DMI) or ``"mlp"`` (`MLPDenoiser`, DMI-T).
+      stop_gradient: ``False`` gives the DMI-GD ablation (see above).
+      serving_noise: Noise of ``q(v_T | v_0)`` at serving: ``"zero"`` (``v_T = sqrt(alpha_bar_T) v``, no
+        randomness) or ``"random"`` (Gaussian noise from a per-request seed, reproducible).
+      num_heads: Attention heads of the transformer denoiser.
+      ffn_multiplier: Hidden width of either denoiser, in multiples of the embedding size.
+      dropout: Dropout of the transformer denoiser.
+      **kwargs: Passed to `keras.layers.Layer`.
+    """
+
+    def __init__(
+        self,
+        num_steps: int,
+        alpha_min: float,
+        alpha_max: float,
+        noise_scale: float,
+        gamma: float,
+        eta: float,
+        sampling_steps: int,
+        denoiser: str = "transformer",
+        stop_gradient: bool = True,
+        serving_noise: str = "zero",
+        num_heads: int = 2,
+        ffn_multiplier: int = 4,
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.schedule = NoiseSchedule(num_steps, alpha_min, alpha_max, noise_scale)
+        self.timesteps = tuple(self.schedule.ddim_timesteps(sampling_steps))
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"`gamma` must satisfy 0 < gamma <= 1, got {gamma}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"`eta` must be in [0, 1], got {eta}")
+        if denoiser not in DENOISERS:
+            raise ValueError(f"`denoiser` must be one of {DENOISERS}, got {denoiser!r}")
+        if serving_noise not in SERVING_NOISES:
+            raise ValueError(f"`serving_noise` must be one of {SERVING_NOISES}, got {serving_noise!r}")
+        self.num_steps = num_steps
+        self.alpha_min = alpha_min
+        self.alpha_max = alpha_max
+        self.noise_scale = noise_scale
+        self.gamma = gamma
+        self.eta = eta
+        self.sampling_steps = sampling_steps
+        self.denoiser_kind = denoiser
+        self.stop_gradient = stop_gradient
+        self.serving_noise = serving_noise
+        self.num_heads = num_heads
+        self.ffn_multiplier = ffn_multiplier
+        self.dropout = dropout
+        if denoiser == "transformer":
+            self.denoiser = InterestDenoiser(
+                num_steps, num_heads=num_heads, ffn_multiplier=ffn_multiplier, dropout=dropout, name="denoiser"
+            )
+        else:
+            self.denoiser = MLPDenoiser(num_steps, hidden_multiplier=ffn_multiplier, name="denoiser")
+
+    def train_refine(
+        self,
+        interest: tf.Tensor,
+        attention: tf.Tensor,
+        history_embeddings: tf.Tensor,
+        mask: tf.Tensor,
+        step: tf.Tensor,
+        noise: tf.Tensor,
+        training: bool | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Refines the selected interest of each user and computes ``L_dm`` (Algorithm 1).
+
+        Args:
+          interest: The selected interest ``v`` per user (Eq. 14), float32 ``(batch, dim)``.
+          attention: That interest's attention over the history, float32 ``(batch, L)``.
+          history_embeddings: Item embeddings ``H``, float32 ``(batch, L, dim)``.
+          mask: Valid history positions, boolean or 0/1 ``(batch, L)``.
+          step: Diffusion steps ``t``, drawn uniformly from ``1..T`` by the caller, integer ``(batch,)``.
+          noise: Standard normal noise for ``q(v_t | v_0)``, float32 ``(batch, dim)``.
+          training: Whether the denoiser's dropout is active.
+
+        Returns:
+          A tuple ``(z, reconstruction_loss)``: the final representation ``Z`` ``(batch, dim)`` and the
+          batch mean of ``||v0_tilde - v_0||_2`` (Eq. 18; the norm, not its square), a float32 scalar.
+        """
+        interest, attention, history_embeddings, noise = (
+            tf.convert_to_tensor(x, tf.float32) for x in (interest, attention, history_embeddings, noise)
+        )
+        step = tf.convert_to_tensor(step)
+        _check_rank("interest", interest, 2, "(batch, dim)")
+        _check_rank("step", step, 1, "(batch,)")
+        if not noise.shape.is_compatible_with(interest.shape):
+            raise ValueError(f"`noise` must have the shape of `interest` {interest.shape}, got shape {noise.shape}")
+        clean, attention, history_embeddings = self._detach(interest, attention, history_embeddings)
+        context, context_mask = prune_history(history_embeddings, attention, mask, self.gamma)
+        noisy = self.schedule.q_sample(clean, step, noise)
+        denoised = self.denoiser(noisy, step, context, context_mask, training=training)
+        reconstruction_loss = tf.reduce_mean(_safe_norm(denoised - clean))
+        return self._combine(denoised, interest), reconstruction_loss
+
+    def serve_refine(
+        self,
+        interests: tf.Tensor,
+        attention: tf.Tensor,
+        history_embeddings: tf.Tensor,
+        mask: tf.Tensor,
+        seed: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """Refines every interest of every user by DDIM sampling from step ``T`` (Algorithm 2).
+
+        Each interest ``k`` is pruned with its own attention row and refined independently. The DDIM loop
+        is unrolled in Python over ``timesteps`` (``ddim_timesteps(sampling_steps)``)::
+
+            v0_hat  = f_theta(v_t, t, C_k)
+            eps_hat = (v_t - sqrt(ab_t) v0_hat) / sqrt(1 - ab_t)
+            v_prev  = sqrt(ab_prev) v0_hat + sqrt(1 - ab_prev) eps_hat
+
+        with ``ab_prev`` the ``alpha_bar`` of the next timestep (1 after the last, where ``v_prev`` would be
+        ``v0_hat``: the final estimate is the last ``v0_hat``).
+
+        Choice for ``serving_noise="random"``: user ``b``'s noise is drawn with
+        ``tf.random.stateless_normal`` from ``seed[b]`` alone (one draw of shape ``(K, dim)`` per user, in
+        a ``tf.map_fn``), so a user's result does not depend on how requests are batched; a scalar seed is
+        used for every user of the batch.
+
+        Args:
+          interests: Interests ``V``, float32 ``(batch, K, dim)``.
+          attention: Their attention ``A``, float32 ``(batch, K, L)``.
+          history_embeddings: Item embeddings ``H``, float32 ``(batch, L, dim)``.
+          mask: Valid history positions, boolean or 0/1 ``(batch, L)``.
+          seed: Integer scalar or ``(batch,)`` seeds; required with ``serving_noise="random"``, ignored
+            with ``"zero"``.
+
+        Returns:
+          The final representations ``Z``, float32 ``(batch, K, dim)``.
+
+        Raises:
+          ValueError: For invalid shapes, or a missing seed with ``serving_noise="random"``.
+        """
+        interests, attention, history_embeddings = (
+            tf.convert_to_tensor(x, tf.float32) for x in (interests, attention, history_embeddings)
+        )
+        mask = tf.convert_to_tensor(mask)
+        _check_rank("interests", interests, 3, "(batch, num_interests, dim)")
+        _check_rank("attention", attention, 3, "(batch, num_interests, length)")
+        if not attention.shape[:2].is_compatible_with(interests.shape[:2]):
+            raise ValueError(
+                f"`attention` must have shape (batch, num_interests, length) = "
+                f"({interests.shape[0]}, {interests.shape[1]}, length), got shape {attention.shape}"
+            )
+        _check_rank("history_embeddings", history_embeddings, 3, "(batch, length, dim)")
+        if self.serving_noise == "random":
+            if seed is None:
+                raise ValueError("`seed` is required with serving_noise='random'")
+            seed = tf.cast(seed, tf.int64)
+            if seed.shape.rank not in (0, 1):
+                raise ValueError(f"`seed` must be a scalar or have shape (batch,), got shape {seed.shape}")
+
+        batch_size, num_interests, dim = tf.unstack(tf.shape(interests))
+        flat_interests = tf.reshape(interests, [-1, interests.shape[-1]])  # (B*K, d)
+        flat_attention = tf.reshape(attention, [-1, attention.shape[-1]])  # (B*K, L)
+        context, context_mask = prune_history(
+            tf.repeat(history_embeddings, num_interests, axis=0),
+            flat_attention,
+            tf.repeat(mask, num_interests, axis=0),
+            self.gamma,
+        )
+
+        if self.serving_noise == "zero":
+            noise = tf.zeros_like(flat_interests)
+        else:
+            noise = tf.reshape(_per_user_normal(seed, batch_size, num_interests, dim), tf.shape(flat_interests))
+        steps = tf.ones_like(flat_interests[:, 0], tf.int32)
+        noisy = self.schedule.q_sample(flat_interests, self.schedule.steps * steps, noise)
+
+        alphas_bar = self.schedule.alphas_bar
+        for index, t in enumerate(self.timesteps):
+            denoised = self.denoiser(noisy, t * steps, context, context_mask, training=False)
+            if index + 1 < len(self.timesteps):
+                alpha_bar, alpha_bar_prev = alphas_bar[t], alphas_bar[self.timesteps[index + 1]]
+                predicted_noise = (noisy - alpha_bar**0.5 * denoised) / (1.0 - alpha_bar) ** 0.5
+                noisy = alpha_bar_prev**0.5 * denoised + (1.0 - alpha_bar_prev) ** 0.5 * predicted_noise
+        return tf.reshape(self._combine(denoised, flat_interests), tf.shape(interests))
+
+    def _detach(self, *tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Stops the gradient of each tensor when ``stop_gradient`` is set."""
+        return tuple(tf.stop_gradient(x) if self.stop_gradient else x for x in tensors)
+
+    def _combine(self, denoised: tf.Tensor, interest: tf.Tensor) -> tf.Tensor:
+        """``eta * denoised + (1 - eta) * interest`` (Eq. 13), or ``denoised`` for DMI-GD."""
+        if not self.stop_gradient:
+            return denoised
+        return self.eta * denoised + (1.0 - self.eta) * interest
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "num_steps": self.num_steps,
+                "alpha_min": self.alpha_min,
+                "alpha_max": self.alpha_max,
+                "noise_scale": self.noise_scale,
+                "gamma": self.gamma,
+                "eta": self.eta,
+                "sampling_steps": self.sampling_steps,
+                "denoiser": self.denoiser_kind,
+                "stop_gradient": self.stop_gradient,
+                "serving_noise": self.serving_noise,
+                "num_heads": self.num_heads,
+                "ffn_multiplier": self.ffn_multiplier,
+                "dropout": self.dropout,
+            }
+        )
+        return config
+
+
+def _check_rank(name: str, tensor: tf.Tensor, rank: int, layout: str) -> None:
+    """Raises ValueError unless ``tensor`` has static rank ``rank``."""
+    if tensor.shape.rank != rank:
+        raise ValueError(f"`{name}` must have rank {rank} {layout}, got shape {tensor.shape}")
+
+
+def _safe_norm(difference: tf.Tensor) -> tf.Tensor:
+    """Euclidean norm over the last axis whose gradient at 0 is 0 instead of NaN."""
+    squared = tf.reduce_sum(tf.square(difference), axis=-1)
+    positive = squared > 0.0
+    return tf.where(positive, tf.sqrt(tf.where(positive, squared, tf.ones_like(squared))), tf.zeros_like(squared))
+
+
+def _per_user_normal(seed: tf.Tensor, batch_size: tf.Tensor, num_interests: tf.Tensor, dim: tf.Tensor) -> tf.Tensor:
+    """Standard normal noise ``(batch, K, dim)`` whose row ``b`` depends only on ``seed[b]``.
+
+    Args:
+      seed: int64 scalar (shared by every user) or ``(batch,)`` seeds.
+      batch_size: Number of users.
+      num_interests: ``K``.
+      dim: Embedding size.
+
+    Returns:
+      A float32 tensor ``(batch, K, dim)``.
+    """
+    seeds = tf.broadcast_to(seed, [batch_size])
+    shape = tf.stack([num_interests, dim])
+    return tf.map_fn(
+        lambda user_seed: tf.random.stateless_normal(shape, seed=tf.stack([user_seed, tf.constant(0, tf.int64)])),
+        seeds,
+        fn_output_signature=tf.float32,
+    )

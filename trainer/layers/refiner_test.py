@@ -1,0 +1,278 @@
+"""Tests for trainer.layers.refiner."""
+
+import trainer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl.testing import parameterized
+
+from trainer.layers.denoiser import MLPDenoiser
+from trainer.layers.refiner import DiffusionRefiner
+
+BATCH, INTERESTS, LENGTH, DIM, STEPS = 3, 2, 6, 4, 10
+MASK = np.arange(LENGTH)[None, :] < np.array([6, 3, 0])[:, None]
+# A schedule noisy enough (1 - alpha_bar_T = 0.5) for mistakes in the sampler to show.
+SCHEDULE = dict(num_steps=STEPS, alpha_min=0.01, alpha_max=0.5, noise_scale=1.0)
+
+
+def _refiner(**kwargs) -> DiffusionRefiner:
+    arguments = dict(SCHEDULE, gamma=0.5, eta=0.4, sampling_steps=STEPS)
+    arguments.update(kwargs)
+    return DiffusionRefiner(**arguments)
+
+
+def _inputs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    interests = rng.normal(size=(BATCH, INTERESTS, DIM)).astype(np.float32)
+    attention = rng.uniform(size=(BATCH, INTERESTS, LENGTH)) * MASK[:, None, :]
+    attention = (attention / np.maximum(attention.sum(-1, keepdims=True), 1e-9)).astype(np.float32)
+    history = rng.normal(size=(BATCH, LENGTH, DIM)).astype(np.float32)
+    return interests, attention, history
+
+
+class _ConstantDenoiser(keras.layers.Layer):
+    """A perfect denoiser: always predicts the true clean vectors."""
+
+    def __init__(self, clean: np.ndarray):
+        super().__init__()
+        self.clean = tf.constant(clean)
+
+    def call(self, noisy_interest, step, context, context_mask, training=None):
+        return self.clean
+
+
+class _InvertingDenoiser(keras.layers.Layer):
+    """Perfect under zero noise: v0 = v_t / sqrt(alpha_bar_t), right only if v_t stays on the DDIM path."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+
+    def call(self, noisy_interest, step, context, context_mask, training=None):
+        return noisy_interest / tf.sqrt(self.schedule.alpha_bar(step))[:, None]
+
+
+class _AffineDenoiser(keras.layers.Layer):
+    """0.5 v_t + 0.01 t + masked mean of the context: depends on every input, mirrored in numpy below."""
+
+    def call(self, noisy_interest, step, context, context_mask, training=None):
+        weights = tf.cast(context_mask, tf.float32)[..., None]
+        mean = tf.reduce_sum(context * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
+        return 0.5 * noisy_interest + 0.01 * tf.cast(step, tf.float32)[:, None] + mean
+
+
+def _numpy_affine(noisy, step, history, attention, mask, gamma):
+    """_AffineDenoiser with numpy item pruning: top ceil(gamma * n) valid items by attention."""
+    valid = np.flatnonzero(mask)
+    kept = math.ceil(round(gamma * len(valid), 9))
+    chosen = valid[np.argsort(-attention[valid])[:kept]]
+    mean = history[chosen].mean(axis=0) if kept else np.zeros(history.shape[-1])
+    return 0.5 * noisy + 0.01 * step + mean
+
+
+class ServeRefineTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.product(sampling_steps=[1, 2, 5, STEPS], serving_noise=["zero", "random"])
+    def test_perfect_denoiser_recovers_the_interests(self, sampling_steps, serving_noise):
+        interests, attention, history = _inputs()
+        refiner = _refiner(sampling_steps=sampling_steps, serving_noise=serving_noise)
+        refiner.denoiser = _ConstantDenoiser(interests.reshape(-1, DIM))
+        refined = refiner.serve_refine(interests, attention, history, MASK, seed=tf.constant([1, 2, 3]))
+        self.assertAllClose(refined, interests, atol=1e-5)
+
+    @parameterized.parameters(1, 2, 5, STEPS)
+    def test_ddim_keeps_a_perfect_prediction_on_its_path(self, sampling_steps):
+        interests, attention, history = _inputs()
+        refiner = _refiner(sampling_steps=sampling_steps)
+        refiner.denoiser = _InvertingDenoiser(refiner.schedule)
+        refined = refiner.serve_refine(interests, attention, history, MASK)
+        self.assertAllClose(refined, interests, atol=1e-5)
+
+    @parameterized.parameters((3, 0.4, True), (STEPS, 0.7, True), (4, 0.4, False))
+    def test_matches_numpy_ddim(self, sampling_steps, eta, stop_gradient):
+        interests, attention, history = _inputs(1)
+        refiner = _refiner(sampling_steps=sampling_steps, eta=eta, stop_gradient=stop_gradient)
+        refiner.denoiser = _AffineDenoiser()
+        refined = refiner.serve_refine(interests, attention, history, MASK)
+
+        schedule = refiner.schedule
+        timesteps = schedule.ddim_timesteps(sampling_steps)
+        alphas_bar = schedule.alphas_bar
+        expected = np.zeros_like(interests)
+        for b in range(BATCH):
+            for k in range(INTERESTS):
+                v = interests[b, k].astype(np.float64)
+                v_t = np.sqrt(alphas_bar[STEPS]) * v  # Zero serving noise.
+                for i, t in enumerate(timesteps):
+                    v0_hat = _numpy_affine(v_t, t, history[b], attention[b, k], MASK[b], 0.5)
+                    alpha_bar_prev = alphas_bar[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0
+                    eps_hat = (v_t - np.sqrt(alphas_bar[t]) * v0_hat) / np.sqrt(1.0 - alphas_bar[t])
+                    v_t = np.sqrt(alpha_bar_prev) * v0_hat + np.sqrt(1.0 - alpha_bar_prev) * eps_hat
+                expected[b, k] = eta * v0_hat + (1.0 - eta) * v if stop_gradient else v0_hat
+        self.assertAllClose(refined, expected, atol=1e-5)
+
+    def test_zero_noise_is_deterministic_and_ignores_the_seed(self):
+        interests, attention, history = _inputs()
+        refiner = _refiner(sampling_steps=3)
+        first = refiner.serve_refine(interests, attention, history, MASK)
+        self.assertAllEqual(refiner.serve_refine(interests, attention, history, MASK, seed=7), first)
+        self.assertAllEqual(refiner.serve_refine(interests, attention, history, MASK, seed=8), first)
+
+    def test_random_noise_is_reproducible_per_seed(self):
+        interests, attention, history = _inputs()
+        refiner = _refiner(sampling_steps=3, serving_noise="random")
+        refiner.denoiser = _AffineDenoiser()  # Sensitive to its input, unlike the real, freshly built one.
+        seeds = tf.constant([11, 12, 13])
+        first = refiner.serve_refine(interests, attention, history, MASK, seed=seeds)
+        self.assertAllEqual(refiner.serve_refine(interests, attention, history, MASK, seed=seeds), first)
+        other = refiner.serve_refine(interests, attention, history, MASK, seed=tf.constant([21, 22, 23]))
+        self.assertTrue(np.all(np.abs(other - first).max(axis=-1) > 1e-3))
+        # A user's result depends on its own seed only, not on the rest of the batch.
+        mixed = refiner.serve_refine(interests, attention, history, MASK, seed=tf.constant([11, 22, 23]))
+        self.assertAllEqual(mixed[0], first[0])
+        self.assertNotAllClose(mixed[1], first[1])
+        # A scalar seed is shared by every user.
+        shared = refiner.serve_refine(interests, attention, history, MASK, seed=12)
+        self.assertAllEqual(shared[1], first[1])
+
+    def test_random_noise_requires_a_seed(self):
+        interests, attention, history = _inputs()
+        refiner = _refiner(serving_noise="random")
+        with self.assertRaisesRegex(ValueError, r"`seed` is required"):
+            refiner.serve_refine(interests, attention, history, MASK)
+        with self.assertRaisesRegex(ValueError, r"`seed` must be a scalar or have shape \(batch,\)"):
+            refiner.serve_refine(interests, attention, history, MASK, seed=tf.zeros((3, 2), tf.int64))
+
+    @parameterized.parameters("transformer", "mlp")
+    def test_real_denoiser_in_tf_function_with_unknown_batch(self, denoiser):
+        interests, attention, history = _inputs()
+        refiner = _refiner(sampling_steps=3, denoiser=denoiser, serving_noise="random")
+        serve = tf.function(
+            refiner.serve_refine,
+            input_signature=[
+                tf.TensorSpec([None, INTERESTS, DIM]),
+                tf.TensorSpec([None, INTERESTS, LENGTH]),
+                tf.TensorSpec([None, LENGTH, DIM]),
+                tf.TensorSpec([None, LENGTH], tf.bool),
+                tf.TensorSpec([None], tf.int64),
+            ],
+        )
+        seeds = tf.constant([1, 2, 3], tf.int64)
+        refined = serve(interests, attention, history, MASK, seeds)
+        self.assertEqual(refined.shape, (BATCH, INTERESTS, DIM))
+        self.assertAllClose(refined, refiner.serve_refine(interests, attention, history, MASK, seeds), atol=1e-5)
+        self.assertTrue(np.all(np.isfinite(refined.numpy())))
+
+
+class TrainRefineTest(tf.test.TestCase, parameterized.TestCase):
+    def _train_inputs(self):
+        interests, attention, history = _inputs(2)
+        rng = np.random.default_rng(3)
+        step = tf.constant([1, 5, STEPS])
+        noise = rng.normal(size=(BATCH, DIM)).astype(np.float32)
+        return interests[:, 0], attention[:, 0], history, step, noise
+
+    @parameterized.parameters(True, False)
+    def test_matches_numpy(self, stop_gradient):
+        interest, attention, history, step, noise = self._train_inputs()
+        refiner = _refiner(eta=0.4, stop_gradient=stop_gradient)
+        refiner.denoiser = _AffineDenoiser()
+        z, loss = refiner.train_refine(interest, attention, history, MASK, step, noise)
+
+        alphas_bar = refiner.schedule.alphas_bar[step.numpy()][:, None]
+        noisy = np.sqrt(alphas_bar) * interest + np.sqrt(1.0 - alphas_bar) * noise
+        denoised = np.stack(
+            [_numpy_affine(noisy[b], step.numpy()[b], history[b], attention[b], MASK[b], 0.5) for b in range(BATCH)]
+        )
+        self.assertAllClose(loss, np.linalg.norm(denoised - interest, axis=-1).mean(), atol=1e-5)
+        expected_z = 0.4 * denoised + 0.6 * interest if stop_gradient else denoised
+        self.assertAllClose(z, expected_z, atol=1e-5)
+
+    def test_gradient_routing_with_stop_gradient(self):
+        interest, attention, history, step, noise = map(tf.constant, self._train_inputs())
+        refiner = _refiner(eta=0.4, dropout=0.1)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([interest, attention, history])
+            z, loss = refiner.train_refine(interest, attention, history, MASK, step, noise, training=True)
+            total = tf.reduce_sum(z)
+        weights = refiner.denoiser.trainable_weights
+        self.assertNotEmpty(weights)
+        self.assertEqual(len(refiner.trainable_weights), len(weights))
+        for source in (interest, attention, history):
+            gradient = tape.gradient(loss, source)
+            self.assertTrue(gradient is None or not np.any(gradient.numpy()))
+        self.assertGreater(_global_norm(tape.gradient(loss, weights)), 0.0)
+        # Z reaches v through (1 - eta) v only: v0_tilde is computed from detached inputs.
+        self.assertAllClose(tape.gradient(total, interest), np.full((BATCH, DIM), 0.6), atol=1e-6)
+        self.assertGreater(_global_norm(tape.gradient(total, weights)), 0.0)
+
+    def test_gradient_routing_without_stop_gradient(self):
+        interest, attention, history, step, noise = map(tf.constant, self._train_inputs())
+        refiner = _refiner(stop_gradient=False)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([interest, history])
+            z, loss = refiner.train_refine(interest, attention, history, MASK, step, noise)
+        self.assertGreater(np.abs(tape.gradient(loss, interest).numpy()).sum(), 0.0)
+        self.assertGreater(np.abs(tape.gradient(loss, history).numpy()).sum(), 0.0)
+        self.assertGreater(_global_norm(tape.gradient(z, refiner.denoiser.trainable_weights)), 0.0)
+
+    def test_loss_gradient_is_finite_for_an_exact_reconstruction(self):
+        interest, attention, history, step, noise = self._train_inputs()
+        refiner = _refiner(stop_gradient=False)
+        refiner.denoiser = _ConstantDenoiser(interest)
+        source = tf.constant(interest)
+        with tf.GradientTape() as tape:
+            tape.watch(source)
+            _, loss = refiner.train_refine(source, attention, history, MASK, step, noise)
+        self.assertEqual(float(loss), 0.0)
+        self.assertTrue(np.all(np.isfinite(tape.gradient(loss, source).numpy())))
+
+    def test_mlp_denoiser(self):
+        interest, attention, history, step, noise = self._train_inputs()
+        refiner = _refiner(denoiser="mlp")
+        self.assertIsInstance(refiner.denoiser, MLPDenoiser)
+        z, loss = refiner.train_refine(interest, attention, history, MASK, step, noise)
+        self.assertEqual(z.shape, (BATCH, DIM))
+        self.assertEqual(loss.shape, ())
+
+    def test_invalid_inputs_raise(self):
+        interest, attention, history, step, noise = self._train_inputs()
+        refiner = _refiner()
+        with self.assertRaisesRegex(ValueError, r"`interest` must have rank 2"):
+            refiner.train_refine(interest[:, None], attention, history, MASK, step, noise)
+        with self.assertRaisesRegex(ValueError, r"`noise` must have the shape of `interest`"):
+            refiner.train_refine(interest, attention, history, MASK, step, noise[:, :2])
+        with self.assertRaisesRegex(ValueError, r"`step` must have rank 1"):
+            refiner.train_refine(interest, attention, history, MASK, step[:, None], noise)
+
+
+class DiffusionRefinerConfigTest(tf.test.TestCase):
+    def test_config_round_trip(self):
+        refiner = _refiner(denoiser="mlp", stop_gradient=False, serving_noise="random", sampling_steps=4, name="r")
+        restored = DiffusionRefiner.from_config(refiner.get_config())
+        self.assertEqual(restored.get_config(), refiner.get_config())
+        self.assertEqual(restored.timesteps, (10, 7, 4, 1))
+
+    def test_invalid_arguments_raise(self):
+        with self.assertRaisesRegex(ValueError, r"`num_steps` must be in 1..10"):
+            _refiner(sampling_steps=11)
+        with self.assertRaisesRegex(ValueError, r"`gamma` must satisfy"):
+            _refiner(gamma=0.0)
+        with self.assertRaisesRegex(ValueError, r"`eta` must be in \[0, 1\]"):
+            _refiner(eta=1.5)
+        with self.assertRaisesRegex(ValueError, r"`denoiser` must be one of"):
+            _refiner(denoiser="gru")
+        with self.assertRaisesRegex(ValueError, r"`serving_noise` must be one of"):
+            _refiner(serving_noise="gaussian")
+        with self.assertRaisesRegex(ValueError, r"0 < alpha_min <= alpha_max"):
+            _refiner(alpha_min=0.6)
+
+
+def _global_norm(gradients) -> float:
+    return float(tf.linalg.global_norm([g for g in gradients if g is not None]))
+
+
+if __name__ == "__main__":
+    tf.test.main()

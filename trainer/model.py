@@ -1,0 +1,247 @@
+"""The DMI two-tower retrieval model and the baselines built from the same parts.
+
+User tower: item embeddings of the history (the same table as the item tower, as in the paper) ->
+multi-interest extractor (ComiRec-SA, Eq. 4-5) -> diffusion refiner (Eq. 6-13) -> K interest vectors Z.
+Item tower: the item embedding table. Retrieval scores items by ``max_k Z_k . e_i`` (Eq. 1 / 20).
+
+Training (Algorithm 1): the interest closest to the target is selected (Eq. 14), refined by one denoiser
+call at a random diffusion step, and trained with sampled softmax (Eq. 15-16) plus ``lambda * L_dm``
+(Eq. 18-19) plus REMI's routing regularization. Serving (Algorithm 2): every interest is refined by the
+unrolled DDIM loop.
+
+The variants of :mod:`trainer.config` switch parts off: ``remi`` has no refiner, ``comirec`` no refiner
+and no routing regularization, ``ydnn`` a mean-pooling tower with one vector. ``pop`` is not a neural
+model (:class:`PopularityModel`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from trainer import batches, retrieval
+from trainer.config import ModelConfig
+from trainer.layers.extractor import MultiInterestExtractor
+from trainer.layers.refiner import DiffusionRefiner
+from trainer.layers.routing import routing_regularization
+from trainer.sampled_softmax import SampledSoftmax
+
+
+def select_interest(
+    interests: tf.Tensor, attention: tf.Tensor | None, target_embedding: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Eq. 14: the interest most similar to the target, and its attention row.
+
+    Args:
+      interests: (batch, K, d).
+      attention: (batch, K, L), or None for towers without attention.
+      target_embedding: (batch, d).
+
+    Returns:
+      ``(v, a)``: the selected interest (batch, d) and its attention (batch, L) or None.
+    """
+    selected = tf.argmax(tf.einsum("bkd,bd->bk", interests, target_embedding), axis=1, output_type=tf.int32)
+    vector = tf.gather(interests, selected, axis=1, batch_dims=1)
+    if attention is None:
+        return vector, None
+    return vector, tf.gather(attention, selected, axis=1, batch_dims=1)
+
+
+class MeanPoolingTower(keras.layers.Layer):
+    """YouTube-DNN's user tower: the mean of the history embeddings through an MLP, one vector.
+
+    Args:
+      hidden_units: sizes of the hidden ReLU layers.
+      output_dim: the size of the user vector (the item embedding size).
+    """
+
+    def __init__(self, hidden_units: tuple[int, ...], output_dim: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.hidden_units = tuple(hidden_units)
+        self.output_dim = output_dim
+        self._layers = [keras.layers.Dense(units, activation="relu") for units in self.hidden_units]
+        self._output = keras.layers.Dense(output_dim)
+
+    def call(self, history_embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """Returns (batch, 1, d): one interest vector per user."""
+        weights = tf.cast(mask, history_embeddings.dtype)[:, :, tf.newaxis]
+        pooled = tf.reduce_sum(history_embeddings * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        for layer in self._layers:
+            pooled = layer(pooled)
+        return self._output(pooled)[:, tf.newaxis, :]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "hidden_units": self.hidden_units, "output_dim": self.output_dim}
+
+
+class DMIModel(tfrs.Model):
+    """DMI and its neural baselines: one model class, parts chosen by the config.
+
+    Args:
+      config: the model configuration (variant presets from :func:`trainer.config.variant_config`).
+      num_items: N, the number of real items; item indices are 1..N by descending frequency, 0 is padding.
+    """
+
+    def __init__(self, config: ModelConfig, num_items: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        if config.user_tower not in ("self_attentive", "mean_pooling"):
+            raise ValueError(f"DMIModel has no {config.user_tower!r} user tower; use PopularityModel")
+        if num_items < 1:
+            raise ValueError(f"num_items must be >= 1, got {num_items}")
+        self.config = config
+        self.num_items = num_items
+        d = config.embedding_dim
+        self.item_embeddings = keras.layers.Embedding(
+            num_items + 1, d, embeddings_initializer=keras.initializers.RandomNormal(stddev=d ** -0.5),
+            name="item_embeddings")
+        if config.user_tower == "self_attentive":
+            self.extractor = MultiInterestExtractor(
+                config.num_interests, config.max_length, config.attention_units or None, name="extractor")
+        else:
+            self.pooling_tower = MeanPoolingTower(config.ydnn_hidden_units, d, name="mean_pooling")
+        self.refiner = None
+        if config.diffusion:
+            self.refiner = DiffusionRefiner(
+                num_steps=config.diffusion_steps, alpha_min=config.alpha_min, alpha_max=config.alpha_max,
+                noise_scale=config.noise_scale, gamma=config.gamma, eta=config.eta,
+                sampling_steps=config.num_sampling_steps, denoiser=config.denoiser,
+                stop_gradient=config.stop_gradient, serving_noise=config.serving_noise,
+                num_heads=config.denoiser_heads, name="refiner")
+        self.sampled_softmax = SampledSoftmax(
+            num_items, min(config.num_negatives, num_items), sampler=config.sampler)
+
+    # ----- towers --------------------------------------------------------------------------------------
+
+    @property
+    def item_table(self) -> tf.Tensor:
+        """(N + 1, d) item embeddings; row 0 is padding."""
+        return self.item_embeddings.embeddings
+
+    def extract(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor]:
+        """Coarse interests of a batch of histories.
+
+        Args:
+          history: (batch, L) int item indices, 0-padded.
+
+        Returns:
+          ``(V, A, H, mask)``: interests (batch, K, d), attention (batch, K, L) or None for the
+          mean-pooling tower, history embeddings (batch, L, d) and the validity mask (batch, L).
+        """
+        history = tf.convert_to_tensor(history)
+        if history.shape.rank != 2:
+            raise ValueError(f"`history` must have shape (batch, max_length), got {history.shape}")
+        mask = tf.not_equal(history, 0)
+        embeddings = self.item_embeddings(history)
+        if self.config.user_tower == "mean_pooling":
+            return self.pooling_tower(embeddings, mask), None, embeddings, mask
+        interests, attention = self.extractor(embeddings, mask)
+        return interests, attention, embeddings, mask
+
+    def user_interests(self, history: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        """The serving user tower: K refined interest vectors Z (Algorithm 2; Eq. 13 per interest).
+
+        Args:
+          history: (batch, L) int item indices, 0-padded.
+          seed: per-request seed of the DDIM start noise when ``serving_noise == "random"``.
+
+        Returns:
+          (batch, K, d) interest vectors (K = 1 for the mean-pooling tower).
+        """
+        interests, attention, embeddings, mask = self.extract(history)
+        if self.refiner is None:
+            return interests
+        return self.refiner.serve_refine(interests, attention, embeddings, mask, seed=seed)
+
+    def recommend(self, history: tf.Tensor, n: int, exclude_history: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """Top-``n`` items by ``max_k Z_k . e_i`` (Eq. 20): ``(scores, ids)``, both (batch, n)."""
+        exclude = history if exclude_history else None
+        return retrieval.top_n(self.user_interests(history), self.item_table, n, exclude=exclude)
+
+    def call(self, history: tf.Tensor) -> tf.Tensor:
+        return self.user_interests(history)
+
+    # ----- training ------------------------------------------------------------------------------------
+
+    def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """The training objective of Algorithm 1 for one batch (see :meth:`loss_terms`)."""
+        return self.loss_terms(inputs)["loss"]
+
+    def loss_terms(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Loss = L_S + lambda * L_dm + rlambda * RR, and its terms.
+
+        Args:
+          inputs: a batch from :class:`trainer.batches.BatchSampler`: ``history`` (B, L), ``target`` (B,)
+            and ``seed`` (2,) for the diffusion step and noise.
+
+        Returns:
+          ``loss`` and its terms ``softmax``, ``diffusion`` and ``routing`` (scalars).
+        """
+        history, target = inputs[batches.HISTORY], inputs[batches.TARGET]
+        interests, attention, embeddings, mask = self.extract(history)
+        user_vector, selected_attention = select_interest(interests, attention, self.item_embeddings(target))
+        terms = {"diffusion": tf.constant(0.0), "routing": tf.constant(0.0)}
+        if self.refiner is not None:
+            step_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(inputs[batches.STEP_SEED], 2))
+            batch = tf.shape(target)[0]
+            steps = tf.random.stateless_uniform(
+                [batch], step_seed, minval=1, maxval=self.config.diffusion_steps + 1, dtype=tf.int32)
+            noise = tf.random.stateless_normal(tf.shape(user_vector), noise_seed, dtype=user_vector.dtype)
+            user_vector, terms["diffusion"] = self.refiner.train_refine(
+                user_vector, selected_attention, embeddings, mask, steps, noise)
+        if self.config.routing_weight > 0 and attention is not None:
+            terms["routing"] = routing_regularization(attention, self.config.embedding_dim)
+        terms["softmax"] = tf.reduce_mean(self.sampled_softmax(user_vector, target, self.item_table))
+        terms["loss"] = (terms["softmax"] + self.config.diffusion_weight * terms["diffusion"]
+                         + self.config.routing_weight * terms["routing"])
+        return terms
+
+    def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """One optimizer step. The item table's gradient is made dense before the update.
+
+        The gather of history and target rows gives the table an IndexedSlices gradient; the legacy Adam
+        applies a sparse update with several passes over the table per step and TensorFlow then copies
+        the table on later reads. One dense, fused Adam update is cheaper at this table size.
+        """
+        with tf.GradientTape() as tape:
+            terms = self.loss_terms(inputs)
+            loss = terms["loss"] + sum(self.losses) if self.losses else terms["loss"]
+        variables = self.trainable_variables
+        gradients = [
+            tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+            for g in tape.gradient(loss, variables)
+        ]
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return terms
+
+    def build_for_inputs(self) -> None:
+        """Creates every variable (towers and refiner) by running one tiny batch; needed before restoring."""
+        history = tf.zeros([1, self.config.max_length], tf.int32)
+        self.loss_terms({batches.HISTORY: history, batches.TARGET: tf.ones([1], tf.int32),
+                         batches.STEP_SEED: tf.zeros([2], tf.int64)})
+        self.user_interests(history)
+
+
+class PopularityModel:
+    """PopRec: every user gets the most frequent training items.
+
+    Args:
+      item_counts: frequency of items 1..N in the training data (index 0 of the array is item 1).
+    """
+
+    def __init__(self, item_counts: np.ndarray):
+        counts = np.asarray(item_counts, dtype=np.float64)
+        self.num_items = len(counts)
+        self.scores = np.concatenate([[-np.inf], counts]).astype(np.float32)
+        self.ranking = np.argsort(-self.scores[1:], kind="stable").astype(np.int32) + 1
+
+    def recommend(self, history: np.ndarray, n: int, exclude_history: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        history = np.asarray(history)
+        if not exclude_history:
+            ids = np.broadcast_to(self.ranking[:n], (len(history), n))
+            return self.scores[ids], ids
+        ids = np.stack([self.ranking[~np.isin(self.ranking, row[row > 0])][:n] for row in history])
+        return self.scores[ids], ids

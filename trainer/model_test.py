@@ -1,0 +1,163 @@
+"""Tests for the DMI model: interest selection, gradient routing, variants, overfitting, save/load."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import trainer  # noqa: F401
+from trainer import batches, config, train
+from trainer.model import DMIModel, PopularityModel, select_interest
+from trainer.sequences import SequenceData
+
+TINY = {
+    "embedding_dim": 16,
+    "num_interests": 2,
+    "max_length": 6,
+    "batch_size": 16,
+    "num_negatives": 8,
+    "diffusion_steps": 4,
+    "max_steps": 20,
+    "eval_every": 10,
+    "steps_per_call": 5,
+    "eval_batch_size": 64,
+}
+
+
+def _grouped_log(users: int = 120, groups: int = 4, group_size: int = 10, length: int = 12, seed: int = 0):
+    """Each user cycles through the items of one group from a random start: a structure easy to overfit."""
+    rng = np.random.default_rng(seed)
+    sequences = {}
+    for user in range(users):
+        group = user % groups
+        start = rng.integers(group_size)
+        sequences[f"u{user}"] = [f"g{group}i{(start + k) % group_size}" for k in range(length)]
+    return SequenceData.from_sequences(sequences, seed=seed)
+
+
+def _batch(model_config, num_items, batch=4, seed=0):
+    rng = np.random.default_rng(seed)
+    history = rng.integers(1, num_items + 1, size=(batch, model_config.max_length)).astype(np.int32)
+    history[0, 3:] = 0  # one short history
+    return {
+        batches.HISTORY: tf.constant(history),
+        batches.TARGET: tf.constant(rng.integers(1, num_items + 1, size=batch).astype(np.int32)),
+        batches.STEP_SEED: tf.constant([1, 2], tf.int64),
+    }
+
+
+def test_select_interest_picks_the_argmax_and_its_attention():
+    interests = tf.constant([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])
+    attention = tf.constant([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], [[0.2, 0.8], [0.3, 0.7], [0.4, 0.6]]])
+    targets = tf.constant([[0.1, 2.0], [-3.0, 0.0]])  # user 0 -> interest 1, user 1 -> interest 2
+    vector, row = select_interest(interests, attention, targets)
+    np.testing.assert_array_equal(vector, [[0.0, 1.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(row, [[0.0, 1.0], [0.4, 0.6]])
+
+
+def _gradients(model, batch, term):
+    """Gradients of one loss term, grouped by the part of the model that owns each variable."""
+    with tf.GradientTape(persistent=True) as tape:
+        value = model.loss_terms(batch)[term]
+    parts = {"embeddings": [model.item_embeddings.embeddings], "extractor": model.extractor.trainable_variables,
+             "refiner": model.refiner.trainable_variables}
+    assert sum(len(v) for v in parts.values()) == len(model.trainable_variables)
+    return {part: tape.gradient(value, variables) for part, variables in parts.items()}
+
+
+def _nonzero(gradient):
+    return gradient is not None and float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(gradient)))) > 0
+
+
+def test_diffusion_loss_trains_only_the_denoiser():
+    model_config = config.variant_config("dmi", TINY)
+    model = DMIModel(model_config, num_items=30)
+    model.build_for_inputs()
+    gradients = _gradients(model, _batch(model_config, 30), "diffusion")
+    assert not any(_nonzero(g) for g in gradients["embeddings"] + gradients["extractor"])
+    assert any(_nonzero(g) for g in gradients["refiner"])
+
+
+def test_recommendation_loss_reaches_extractor_embeddings_and_denoiser():
+    model_config = config.variant_config("dmi", TINY)
+    model = DMIModel(model_config, num_items=30)
+    model.build_for_inputs()
+    gradients = _gradients(model, _batch(model_config, 30), "softmax")
+    assert _nonzero(gradients["embeddings"][0])
+    assert any(_nonzero(g) for g in gradients["extractor"])
+    assert any(_nonzero(g) for g in gradients["refiner"])
+
+
+def test_without_stop_gradient_the_diffusion_loss_reaches_the_extractor():
+    model_config = config.variant_config("dmi-GD", TINY)
+    model = DMIModel(model_config, num_items=30)
+    model.build_for_inputs()
+    gradients = _gradients(model, _batch(model_config, 30), "diffusion")
+    assert any(_nonzero(g) for g in gradients["extractor"])
+
+
+def test_user_interests_shapes_and_determinism():
+    model_config = config.variant_config("dmi", TINY)
+    model = DMIModel(model_config, num_items=30)
+    model.build_for_inputs()
+    history = _batch(model_config, 30)[batches.HISTORY]
+    interests = model.user_interests(history)
+    assert interests.shape == (4, 2, 16)
+    np.testing.assert_array_equal(interests, model.user_interests(history))
+    scores, ids = model.recommend(history, 5)
+    assert ids.shape == (4, 5) and np.all(ids.numpy() > 0)
+    assert np.all(np.diff(scores.numpy(), axis=1) <= 0)
+
+
+def test_popularity_model_ranks_by_count_and_can_exclude_history():
+    model = PopularityModel(np.array([5, 9, 1, 7]))
+    _, ids = model.recommend(np.array([[0, 0], [2, 0]]), 3)
+    np.testing.assert_array_equal(ids, [[2, 4, 1], [2, 4, 1]])
+    _, ids = model.recommend(np.array([[0, 0], [2, 0]]), 3, exclude_history=True)
+    np.testing.assert_array_equal(ids, [[2, 4, 1], [4, 1, 3]])
+
+
+@pytest.mark.parametrize("variant", list(config.VARIANTS))
+def test_every_variant_trains_a_few_steps(variant):
+    data = _grouped_log(users=80)
+    result = train.train(config.variant_config(variant, TINY), data, verbose=0)
+    assert set(result.test) >= {"recall@20", "hit_rate@50", "ndcg@50"}
+    if variant != "pop":
+        assert result.steps == 20
+        assert [entry["step"] for entry in result.history] == [10, 20]
+        assert np.isfinite(result.history[-1]["loss"])
+
+
+def test_a_small_model_overfits_a_tiny_log():
+    data = _grouped_log(users=160)
+    model_config = config.variant_config(
+        "dmi", {**TINY, "max_steps": 300, "eval_every": 100, "learning_rate": 0.01, "num_negatives": 16})
+    result = train.train(model_config, data, verbose=0)
+    # Every target lies in the user's group of 10 items: recall@10 on the training users themselves.
+    from trainer.evaluation import Evaluator
+    from trainer.sequences import evaluation_set
+
+    metrics = Evaluator(result.model, evaluation_set(data.train, model_config.max_length), cutoffs=(10,))()
+    assert metrics["recall@10"] > 0.9
+
+
+def test_save_load_round_trip_and_resume(tmp_path):
+    data = _grouped_log(users=80)
+    model_config = config.variant_config("dmi", TINY)
+    out = str(tmp_path / "run")
+    result = train.train(model_config, data, out, verbose=0)
+    loaded_config, vocabulary, model = train.load_model(out)
+    assert loaded_config == model_config
+    assert vocabulary == data.vocabulary
+    history = _batch(model_config, data.num_items)[batches.HISTORY]
+    np.testing.assert_allclose(model.user_interests(history), result.model.user_interests(history), atol=1e-6)
+    # Running again with the same arguments resumes: nothing left to train, same best step.
+    again = train.train(model_config, data, out, verbose=0)
+    assert again.best_step == result.best_step and again.steps == result.steps
+    # A longer schedule continues from the checkpoint instead of starting over.
+    longer = train.train(dataclasses.replace(model_config, max_steps=30), data, out, verbose=0)
+    assert longer.steps == 30
+    assert [entry["step"] for entry in longer.history] == [10, 20, 30]
+    with pytest.raises(ValueError, match="different config"):
+        train.train(dataclasses.replace(model_config, learning_rate=0.1), data, out, verbose=0)

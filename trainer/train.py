@@ -1,0 +1,276 @@
+"""The training loop: one function, used by ``dmirec train`` and by the TFX Trainer's ``run_fn``.
+
+``train(config, data, out_dir)`` trains one variant under the protocol (protocol.md): batches drawn in
+the graph (:mod:`trainer.batches`), ``steps_per_call`` optimizer steps per compiled call, validation
+Recall@50 every ``eval_every`` steps with early stopping after ``patience`` evaluations without
+improvement, the best weights restored and evaluated on test users. With an ``out_dir`` it writes
+
+- ``config.json``, ``vocabulary.tsv``: what the model needs to be rebuilt (:func:`load_model`);
+- ``model/``: the best weights; ``metrics.json``: validation, test, speed and the evaluation history;
+- ``logs/``: TensorBoard scalars (loss terms, validation metrics, examples/s);
+- ``checkpoints/``: the latest state (weights, optimizer, early-stopping state), so that an
+  interrupted run started again with the same arguments resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer import batches
+from trainer.config import ModelConfig
+from trainer.evaluation import Evaluator
+from trainer.model import DMIModel, PopularityModel
+from trainer.sequences import SequenceData, Vocabulary, evaluation_set
+
+logger = logging.getLogger(__name__)
+
+VALIDATION_METRIC = "recall@50"
+CONFIG_FILE = "config.json"
+VOCABULARY_FILE = "vocabulary.tsv"
+METRICS_FILE = "metrics.json"
+MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """What a training run produced.
+
+    Attributes:
+      config: the configuration trained.
+      model: the trained model with its best weights.
+      validation: validation metrics of the best evaluation.
+      test: test metrics of the restored best model.
+      best_step: the step of the best evaluation.
+      steps: steps trained.
+      examples_per_second: steady training throughput (median over evaluation periods after the first,
+        evaluation time excluded); None for ``pop`` or a run of a single period.
+      history: one entry per evaluation: step, validation metrics, loss terms, examples/s.
+    """
+
+    config: ModelConfig
+    model: DMIModel | PopularityModel
+    validation: dict[str, float]
+    test: dict[str, float]
+    best_step: int
+    steps: int
+    examples_per_second: float | None
+    history: list[dict[str, Any]]
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "model": self.config.model,
+            "validation": self.validation,
+            "test": self.test,
+            "best_step": self.best_step,
+            "steps": self.steps,
+            "examples_per_second": self.examples_per_second,
+            "history": self.history,
+            "ndcg": "rank order, IDCG over the number of hits (protocol.md)",
+        }
+
+
+class _ValidationAndCheckpoint(keras.callbacks.Callback):
+    """Evaluates every period, keeps the best weights, stops early and checkpoints the state."""
+
+    def __init__(self, evaluator: Evaluator, config: ModelConfig, manager: tf.train.CheckpointManager | None,
+                 state: dict[str, Any]):
+        super().__init__()
+        self.evaluator = evaluator
+        self.config = config
+        self.manager = manager
+        self.state = state
+        self.best_weights: list[np.ndarray] | None = None
+        self._period_start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._period_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs if logs is not None else {}
+        seconds = time.perf_counter() - self._period_start
+        examples_per_second = self.config.eval_every * self.config.batch_size / seconds
+        metrics = self.evaluator()
+        step = (epoch + 1) * self.config.eval_every
+        entry = {"step": step, "examples_per_second": examples_per_second,
+                 **{f"val_{k}": v for k, v in metrics.items()},
+                 **{k: float(v) for k, v in logs.items()}}
+        self.state["history"].append(entry)
+        for key, value in metrics.items():
+            logs[f"val_{key}"] = value
+        logs["examples_per_second"] = examples_per_second
+        score = metrics[VALIDATION_METRIC]
+        improved = score > self.state["best"]
+        if improved:
+            self.state.update(best=score, best_step=step, best_metrics=metrics, wait=0)
+            self.best_weights = self.model.get_weights()
+        else:
+            self.state["wait"] += 1
+        self.state["epoch"] = epoch + 1
+        logger.info("step %d: validation %s %.4f (best %.4f at step %d), %.0f examples/s",
+                    step, VALIDATION_METRIC, score, self.state["best"], self.state["best_step"], examples_per_second)
+        print(f"step {step}: val {VALIDATION_METRIC} {score:.4f} (best {self.state['best']:.4f} at step "
+              f"{self.state['best_step']}), {examples_per_second:,.0f} examples/s", file=sys.stderr, flush=True)
+        if self.state["wait"] >= self.config.patience:
+            self.model.stop_training = True
+        if self.manager is not None:
+            if improved:
+                self.model.save_weights(os.path.join(self.manager.directory, "best", "weights"))
+            self.manager.save(checkpoint_number=step)
+            _write_json(os.path.join(self.manager.directory, "state.json"), self.state)
+
+
+def _write_json(path: str, value: Any) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _item_counts(data: SequenceData) -> np.ndarray:
+    return np.bincount(data.train.items, minlength=data.num_items + 1)[1:]
+
+
+def build_model(config: ModelConfig, vocabulary: Vocabulary, item_counts: np.ndarray | None = None) -> DMIModel | PopularityModel:
+    """An untrained model of the config's variant for a vocabulary (``pop`` needs the item counts)."""
+    if config.user_tower == "popularity":
+        counts = np.asarray(vocabulary.counts if item_counts is None else item_counts)
+        return PopularityModel(counts)
+    model = DMIModel(config, len(vocabulary))
+    model.build_for_inputs()
+    return model
+
+
+def _resume_state(out_dir: str | None, config: ModelConfig) -> tuple[tf.train.CheckpointManager | None, dict[str, Any]]:
+    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "best_step": 0, "best_metrics": {}, "wait": 0, "history": []}
+    if out_dir is None:
+        return None, state
+    config_path = os.path.join(out_dir, CONFIG_FILE)
+    if os.path.exists(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            previous = ModelConfig.from_json(f.read())
+        # The schedule's length may change between runs (train longer, be more patient); the model may not.
+        if dataclasses.replace(previous, max_steps=config.max_steps, patience=config.patience) != config:
+            raise ValueError(f"{out_dir} holds a run with a different config; use another output directory "
+                             "or remove it")
+    state_path = os.path.join(out_dir, CHECKPOINT_DIR, "state.json")
+    if os.path.exists(state_path):
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+    return None, state
+
+
+def train(
+    config: ModelConfig,
+    data: SequenceData,
+    out_dir: str | None = None,
+    verbose: int | str = "auto",
+    ndcg: str = "rank",
+) -> TrainingResult:
+    """Trains one model under the protocol and evaluates its best weights on test users.
+
+    Args:
+      config: the model and schedule (:func:`trainer.config.variant_config`).
+      data: the vocabulary and the train / eval / test users (:class:`trainer.sequences.SequenceData`).
+      out_dir: where to write the model, metrics, logs and checkpoints; None keeps everything in memory.
+      verbose: Keras progress-bar verbosity (``auto``: a bar on a terminal, a line per period otherwise).
+      ndcg: NDCG variant of the reported metrics (``rank``, ``standard`` or ``remi``).
+
+    Returns:
+      The :class:`TrainingResult`.
+    """
+    keras.utils.set_random_seed(config.seed)
+    validation_set = evaluation_set(data.eval, config.max_length)
+    test_set = evaluation_set(data.test, config.max_length)
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+    _, state = _resume_state(out_dir, config)
+    if out_dir is not None:
+        with open(os.path.join(out_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
+            f.write(config.to_json())
+        data.vocabulary.save(os.path.join(out_dir, VOCABULARY_FILE))
+
+    model = build_model(config, data.vocabulary, _item_counts(data))
+    if isinstance(model, PopularityModel):
+        validation = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)()
+        result = TrainingResult(config, model, validation, Evaluator(model, test_set, ndcg=ndcg)(), 0, 0, None, [])
+        _save(result, data.vocabulary, out_dir)
+        return result
+
+    model.compile(optimizer=keras.optimizers.legacy.Adam(config.learning_rate),
+                  steps_per_execution=config.steps_per_call)
+    manager = None
+    if out_dir is not None:
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=1)
+        if manager.latest_checkpoint and state["epoch"]:
+            checkpoint.restore(manager.latest_checkpoint)
+            print(f"resuming from step {state['epoch'] * config.eval_every} ({manager.latest_checkpoint})",
+                  file=sys.stderr)
+    evaluator = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)
+    validation = _ValidationAndCheckpoint(evaluator, config, manager, state)
+    if manager is not None and state["best_step"]:
+        model.load_weights(os.path.join(manager.directory, "best", "weights")).expect_partial()
+        validation.best_weights = model.get_weights()
+        checkpoint.restore(manager.latest_checkpoint)
+    callbacks: list[keras.callbacks.Callback] = [validation]
+    if out_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False, profile_batch=0))
+
+    sampler = batches.BatchSampler(data.train, config.batch_size, config.max_length, config.min_cut, config.seed)
+    epochs = math.ceil(config.max_steps / config.eval_every)
+    if state["wait"] < config.patience and state["epoch"] < epochs:
+        model.fit(sampler.dataset(start_step=state["epoch"] * config.eval_every), epochs=epochs,
+                  initial_epoch=state["epoch"], steps_per_epoch=config.eval_every, callbacks=callbacks,
+                  verbose=verbose)
+    if validation.best_weights is not None:
+        model.set_weights(validation.best_weights)
+    speeds = [entry["examples_per_second"] for entry in state["history"][1:]]
+    result = TrainingResult(
+        config=config,
+        model=model,
+        validation=state["best_metrics"],
+        test=Evaluator(model, test_set, ndcg=ndcg, batch_size=config.eval_batch_size)(),
+        best_step=state["best_step"],
+        steps=state["epoch"] * config.eval_every,
+        examples_per_second=statistics.median(speeds) if speeds else None,
+        history=state["history"],
+    )
+    _save(result, data.vocabulary, out_dir)
+    return result
+
+
+def _save(result: TrainingResult, vocabulary: Vocabulary, out_dir: str | None) -> None:
+    if out_dir is None:
+        return
+    if isinstance(result.model, DMIModel):
+        result.model.save_weights(os.path.join(out_dir, MODEL_DIR, "weights"))
+    _write_json(os.path.join(out_dir, METRICS_FILE), result.metrics())
+
+
+def load_model(out_dir: str) -> tuple[ModelConfig, Vocabulary, DMIModel | PopularityModel]:
+    """Rebuilds a model written by :func:`train` from its directory.
+
+    Returns:
+      ``(config, vocabulary, model)`` with the best weights loaded.
+    """
+    with open(os.path.join(out_dir, CONFIG_FILE), encoding="utf-8") as f:
+        config = ModelConfig.from_json(f.read())
+    vocabulary = Vocabulary.load(os.path.join(out_dir, VOCABULARY_FILE))
+    model = build_model(config, vocabulary)
+    if isinstance(model, DMIModel):
+        model.load_weights(os.path.join(out_dir, MODEL_DIR, "weights")).expect_partial()
+    return config, vocabulary, model
