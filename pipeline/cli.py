@@ -13,31 +13,33 @@ from collections.abc import Sequence
 import trainer  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
 from trainer import cli as trainer_cli
 from trainer.interactions import LogFormatError
+from serving import cli as serving_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-  """The ``dmirec`` parser with every sub-command."""
-  parser = argparse.ArgumentParser(
-      prog="dmirec",
-      description="DMI-Rec: Diffusion Multi-Interest retrieval (Le et al., SIGIR 2025) on TFX.")
-  commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-  trainer_cli.add_data_commands(commands)
-  return parser
+    """The ``dmirec`` parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="dmirec",
+        description="DMI-Rec: Diffusion Multi-Interest retrieval (Le et al., SIGIR 2025) on TFX.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    trainer_cli.add_data_commands(commands)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Runs one ``dmirec`` command; returns its exit status."""
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  try:
-    return args.handler(args)
-  except (LogFormatError, FileNotFoundError, ValueError) as e:
-    print(f"dmirec {args.command}: error: {e}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print(f"dmirec {args.command}: interrupted", file=sys.stderr)
-    return 130
+    """Runs one ``dmirec`` command; returns its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (LogFormatError, FileNotFoundError, ValueError) as e:
+        print(f"dmirec {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dmirec {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+    sys.exit(main())

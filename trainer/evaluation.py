@@ -53,7 +53,8 @@ class Evaluator:
             self._recommend = lambda history: model.recommend(history, n)[1]
         else:
             spec = tf.TensorSpec([None, evaluation_set.histories.shape[1]], tf.int32)
-            self._recommend = tf.function(lambda history: model.recommend(history, n)[1], input_signature=[spec])
+            self._recommend = tf.function(
+                lambda history: model.recommend(history, n)[1], input_signature=[spec], autograph=False)
 
     def __call__(self) -> dict[str, float]:
         """The metrics over every user of the set, e.g. ``{"recall@50": ..., "ndcg@20": ...}``."""

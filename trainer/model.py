@@ -199,8 +199,12 @@ class DMIModel(tfrs.Model):
                          + self.config.routing_weight * terms["routing"])
         return terms
 
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """One optimizer step. The item table's gradient is made dense before the update.
+
+        The model has no data-dependent Python control flow, so AutoGraph is off: converting the Keras
+        layers' code made tracing the training function take tens of seconds.
 
         The gather of history and target rows gives the table an IndexedSlices gradient; the legacy Adam
         applies a sparse update with several passes over the table per step and TensorFlow then copies
