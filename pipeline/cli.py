@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     trainer_cli.add_data_commands(commands)
+    trainer_cli.add_train_commands(commands)
+    serving_cli.add_serving_commands(commands)
     return parser
 
 

@@ -6,6 +6,9 @@ the variable itself) before ``tensorflow``.
 """
 
 import os
+import warnings
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# google-api-core (pulled in by TFX and Beam) warns on every import that Python 3.11 support ends in 2027.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\..*")
