@@ -53,7 +53,9 @@ def prune_history(
         raise ValueError(f"`history_embeddings` must have a static length, got shape {history_shape}")
     for name, tensor in (("attention", attention), ("mask", mask)):
         if tensor.shape.rank != 2 or not tensor.shape.is_compatible_with(history_shape[:2]):
-            raise ValueError(f"`{name}` must have shape (batch, length) = {history_shape[:2]}, got shape {tensor.shape}")
+            raise ValueError(
+                f"`{name}` must have shape (batch, length) = {history_shape[:2]}, got shape {tensor.shape}"
+            )
 
     ratio = Fraction(str(float(gamma)))
     kept_per_count = tf.constant([math.ceil(ratio * n) for n in range(length + 1)], tf.int32)
@@ -70,6 +72,7 @@ def prune_history(
     return context, context_mask
 
 
+@keras.saving.register_keras_serializable(package="dmi_rec")
 class InterestDenoiser(keras.layers.Layer):
     """The denoising module ``f_theta`` of DMI: one cross-attention transformer layer (Eq. 11).
 
@@ -191,6 +194,7 @@ class InterestDenoiser(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="dmi_rec")
 class MLPDenoiser(keras.layers.Layer):
     """MLP denoiser of the DMI-T ablation: ``v0_tilde = W_o act(W_h concat(v_t, e_t))``.
 
@@ -297,6 +301,10 @@ def _check_denoiser_inputs(
     if step.shape.rank != 1 or not step.shape.is_compatible_with(batch):
         raise ValueError(f"`step` must have shape (batch,) = {batch}, got shape {step.shape}")
     if context.shape.rank != 3 or not context.shape.is_compatible_with(batch.concatenate([None, dim])):
-        raise ValueError(f"`context` must have shape (batch, k, dim) = ({batch[0]}, k, {dim}), got shape {context.shape}")
+        raise ValueError(
+            f"`context` must have shape (batch, k, dim) = ({batch[0]}, k, {dim}), got shape {context.shape}"
+        )
     if context_mask.shape.rank != 2 or not context_mask.shape.is_compatible_with(context.shape[:2]):
-        raise ValueError(f"`context_mask` must have shape (batch, k) = {context.shape[:2]}, got shape {context_mask.shape}")
+        raise ValueError(
+            f"`context_mask` must have shape (batch, k) = {context.shape[:2]}, got shape {context_mask.shape}"
+        )

@@ -131,7 +131,8 @@ class InterestDenoiserTest(tf.test.TestCase):
         noisy, context, context_mask = _denoiser_inputs()
         steps = tf.constant([1, 2, 3, 4, 6])
         output = self.denoiser(noisy, steps, context, context_mask)
-        scrambled = np.where(context_mask[..., None], context, 100.0 * np.random.default_rng(5).normal(size=context.shape))
+        garbage = 100.0 * np.random.default_rng(5).normal(size=context.shape)
+        scrambled = np.where(context_mask[..., None], context, garbage)
         changed = self.denoiser(noisy, steps, scrambled.astype(np.float32), context_mask.astype(np.float32))
         self.assertAllClose(changed, output, rtol=1e-6, atol=1e-6)
         # The user without valid context attends to the step token only, so its context is irrelevant.

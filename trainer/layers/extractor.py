@@ -8,6 +8,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 
+@keras.saving.register_keras_serializable(package="dmi_rec")
 class MultiInterestExtractor(keras.layers.Layer):
     """Extracts ``K`` interest vectors from a user's history by self-attention.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,34 @@ class NoiseSchedule:
         """
         alpha_bar = self.alpha_bar(t)[..., tf.newaxis]
         return tf.sqrt(alpha_bar) * v0 + tf.sqrt(1.0 - alpha_bar) * noise
+
+    def ddim_step(self, v_t: tf.Tensor, v0: tf.Tensor, t: int, t_prev: int) -> tf.Tensor:
+        """Deterministic DDIM update (Song et al., 2021, with ``eta_DDIM = 0``) from step ``t`` to ``t_prev``.
+
+        With the prediction ``v0`` of the clean vector::
+
+            eps_hat    = (v_t - sqrt(alpha_bar_t) v0) / sqrt(1 - alpha_bar_t)
+            v_{t_prev} = sqrt(alpha_bar_{t_prev}) v0 + sqrt(1 - alpha_bar_{t_prev}) eps_hat
+
+        ``t_prev = 0`` (``alpha_bar_0 = 1``) returns ``v0`` exactly.
+
+        Args:
+          v_t: Vectors at step ``t``, shape ``(..., d)``.
+          v0: Predicted clean vectors, shape of ``v_t``.
+          t: Current step, a Python int in ``1..T``.
+          t_prev: Next step, a Python int in ``0..t-1``.
+
+        Returns:
+          The vectors at step ``t_prev``, shape of ``v_t``.
+
+        Raises:
+          ValueError: If ``0 <= t_prev < t <= T`` does not hold.
+        """
+        if not 0 <= t_prev < t <= self._steps:
+            raise ValueError(f"DDIM steps must satisfy 0 <= t_prev < t <= {self._steps}, got t={t}, t_prev={t_prev}")
+        alpha_bar, alpha_bar_prev = float(self._alphas_bar[t]), float(self._alphas_bar[t_prev])
+        predicted_noise = (v_t - math.sqrt(alpha_bar) * v0) / math.sqrt(1.0 - alpha_bar)
+        return math.sqrt(alpha_bar_prev) * v0 + math.sqrt(1.0 - alpha_bar_prev) * predicted_noise
 
     def ddim_timesteps(self, num_steps: int) -> list[int]:
         """Evenly spaced descending subsequence of ``T..1`` for DDIM sampling.

@@ -68,9 +68,8 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(schedule.posterior_variance(steps), schedule.posterior_variances[[0, 3, 5]], rtol=1e-6)
         rng = np.random.default_rng(0)
         v_t, v0 = rng.normal(size=(2, 3, 5)).astype(np.float32)
-        expected = (
-            schedule.posterior_mean_coef_vt[[0, 3, 5], None] * v_t + schedule.posterior_mean_coef_v0[[0, 3, 5], None] * v0
-        )
+        rows = [0, 3, 5]  # Entry t - 1 for t = 1, 4, 6.
+        expected = schedule.posterior_mean_coef_vt[rows, None] * v_t + schedule.posterior_mean_coef_v0[rows, None] * v0
         self.assertAllClose(schedule.posterior_mean(v_t, v0, steps), expected, rtol=1e-5, atol=1e-6)
 
     def test_q_sample_statistics(self):
@@ -89,6 +88,28 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         # Exact per-row reparameterization, t broadcast over the last axis.
         alpha_bar = schedule.alphas_bar[t][:, None]
         self.assertAllClose(v_t, np.sqrt(alpha_bar) * v0 + np.sqrt(1 - alpha_bar) * noise, atol=1e-6)
+
+    def test_ddim_step(self):
+        schedule = NoiseSchedule(steps=6, alpha_min=0.01, alpha_max=0.4, scale=0.8)
+        alphas_bar = _numpy_alphas_bar(6, 0.01, 0.4, 0.8)
+        rng = np.random.default_rng(1)
+        v_t, v0 = rng.normal(size=(2, 3, 5)).astype(np.float32)
+        eps = (v_t - np.sqrt(alphas_bar[5]) * v0) / np.sqrt(1.0 - alphas_bar[5])
+        expected = np.sqrt(alphas_bar[2]) * v0 + np.sqrt(1.0 - alphas_bar[2]) * eps
+        self.assertAllClose(schedule.ddim_step(tf.constant(v_t), tf.constant(v0), 5, 2), expected, atol=1e-5)
+        # A point on the forward path stays on it: v_t = sqrt(ab_t) v0 + sqrt(1 - ab_t) e -> same e at t_prev.
+        noise = rng.normal(size=(3, 5))
+        on_path = np.sqrt(alphas_bar[6]) * v0 + np.sqrt(1.0 - alphas_bar[6]) * noise
+        self.assertAllClose(
+            schedule.ddim_step(tf.constant(on_path, tf.float32), tf.constant(v0), 6, 3),
+            np.sqrt(alphas_bar[3]) * v0 + np.sqrt(1.0 - alphas_bar[3]) * noise,
+            atol=1e-5,
+        )
+        self.assertAllEqual(schedule.ddim_step(tf.constant(v_t), tf.constant(v0), 1, 0), v0)
+        with self.assertRaisesRegex(ValueError, r"0 <= t_prev < t <= 6"):
+            schedule.ddim_step(tf.constant(v_t), tf.constant(v0), 3, 3)
+        with self.assertRaisesRegex(ValueError, r"0 <= t_prev < t <= 6"):
+            schedule.ddim_step(tf.constant(v_t), tf.constant(v0), 7, 1)
 
     @parameterized.parameters(
         (10, 1, [10]),

@@ -14,6 +14,7 @@ DENOISERS = ("transformer", "mlp")
 SERVING_NOISES = ("zero", "random")
 
 
+@keras.saving.register_keras_serializable(package="dmi_rec")
 class DiffusionRefiner(keras.layers.Layer):
     """Refines interest vectors with DMI's diffusion module; owns the denoiser ``f_theta``.
 
@@ -25,11 +26,16 @@ class DiffusionRefiner(keras.layers.Layer):
     * `serve_refine` (Algorithm 2) refines every interest of every user from step ``T`` with
       ``sampling_steps`` deterministic DDIM steps (eta_DDIM = 0; the paper's online deployment uses DDIM).
 
-    With ``stop_gradient=True`` (DMI), the denoiser's inputs and the loss target are detached from the
-    extractor: ``L_dm`` trains the denoiser only and the extractor is trained through the ``(1 - eta) * v``
-    and ``eta * v0_tilde`` terms of ``Z`` by the recommendation loss (through ``v`` only; ``v0_tilde``
-    depends on detached inputs). With ``stop_gradient=False`` (the DMI-GD ablation) nothing is detached and
-    ``Z = v0_tilde`` ("the denoised vectors will be directly used as the final interest vectors").
+    With ``stop_gradient=True`` (DMI), ``v``, the attention and the history embeddings are detached wherever
+    they enter the denoiser or the loss target, so ``L_dm`` trains the denoiser only; the extractor gets the
+    recommendation loss's gradient through the ``(1 - eta) * v`` term of ``Z`` (the paper's reason for
+    Eq. 13), the denoiser through ``eta * v0_tilde``. With ``stop_gradient=False`` (the DMI-GD ablation)
+    nothing is detached and ``Z = v0_tilde`` ("the denoised vectors will be directly used as the final
+    interest vectors without fusing").
+
+    Both entry points are excluded from AutoGraph: they have no tensor-dependent Python control flow (the
+    DDIM loop runs over Python ints), and AutoGraph in TF 2.16 skips ``keras`` but not ``tf_keras``, so
+    converting them would transpile tf_keras internals when traced (tens of seconds on a 2-core machine).
 
     Args:
       num_steps: Diffusion steps ``T``.
@@ -97,6 +103,7 @@ class DiffusionRefiner(keras.layers.Layer):
         else:
             self.denoiser = MLPDenoiser(num_steps, hidden_multiplier=ffn_multiplier, name="denoiser")
 
+    @tf.autograph.experimental.do_not_convert
     def train_refine(
         self,
         interest: tf.Tensor,
@@ -137,6 +144,7 @@ class DiffusionRefiner(keras.layers.Layer):
         reconstruction_loss = tf.reduce_mean(_safe_norm(denoised - clean))
         return self._combine(denoised, interest), reconstruction_loss
 
+    @tf.autograph.experimental.do_not_convert
     def serve_refine(
         self,
         interests: tf.Tensor,
@@ -148,14 +156,10 @@ class DiffusionRefiner(keras.layers.Layer):
         """Refines every interest of every user by DDIM sampling from step ``T`` (Algorithm 2).
 
         Each interest ``k`` is pruned with its own attention row and refined independently. The DDIM loop
-        is unrolled in Python over ``timesteps`` (``ddim_timesteps(sampling_steps)``)::
-
-            v0_hat  = f_theta(v_t, t, C_k)
-            eps_hat = (v_t - sqrt(ab_t) v0_hat) / sqrt(1 - ab_t)
-            v_prev  = sqrt(ab_prev) v0_hat + sqrt(1 - ab_prev) eps_hat
-
-        with ``ab_prev`` the ``alpha_bar`` of the next timestep (1 after the last, where ``v_prev`` would be
-        ``v0_hat``: the final estimate is the last ``v0_hat``).
+        is unrolled in Python over ``timesteps`` (``ddim_timesteps(sampling_steps)``) followed by 0: at each
+        ``t`` with successor ``t_prev``, ``v0_hat = f_theta(v_t, t, C_k)`` and ``v_{t_prev}`` is the
+        deterministic DDIM update `NoiseSchedule.ddim_step`. The last update (to ``alpha_bar_0 = 1``) returns
+        the last ``v0_hat``, which is the refined interest.
 
         Choice for ``serving_noise="random"``: user ``b``'s noise is drawn with
         ``tf.random.stateless_normal`` from ``seed[b]`` alone (one draw of shape ``(K, dim)`` per user, in
@@ -209,17 +213,13 @@ class DiffusionRefiner(keras.layers.Layer):
             noise = tf.zeros_like(flat_interests)
         else:
             noise = tf.reshape(_per_user_normal(seed, batch_size, num_interests, dim), tf.shape(flat_interests))
-        steps = tf.ones_like(flat_interests[:, 0], tf.int32)
-        noisy = self.schedule.q_sample(flat_interests, self.schedule.steps * steps, noise)
-
-        alphas_bar = self.schedule.alphas_bar
-        for index, t in enumerate(self.timesteps):
-            denoised = self.denoiser(noisy, t * steps, context, context_mask, training=False)
-            if index + 1 < len(self.timesteps):
-                alpha_bar, alpha_bar_prev = alphas_bar[t], alphas_bar[self.timesteps[index + 1]]
-                predicted_noise = (noisy - alpha_bar**0.5 * denoised) / (1.0 - alpha_bar) ** 0.5
-                noisy = alpha_bar_prev**0.5 * denoised + (1.0 - alpha_bar_prev) ** 0.5 * predicted_noise
-        return tf.reshape(self._combine(denoised, flat_interests), tf.shape(interests))
+        num_rows = tf.shape(flat_interests)[:1]
+        noisy = self.schedule.q_sample(flat_interests, tf.fill(num_rows, self.schedule.steps), noise)
+        for t, t_prev in zip(self.timesteps, self.timesteps[1:] + (0,)):
+            denoised = self.denoiser(noisy, tf.fill(num_rows, t), context, context_mask, training=False)
+            noisy = self.schedule.ddim_step(noisy, denoised, t, t_prev)
+        # After the last step (to t_prev = 0, alpha_bar = 1) `noisy` equals the last prediction exactly.
+        return tf.reshape(self._combine(noisy, flat_interests), tf.shape(interests))
 
     def _detach(self, *tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """Stops the gradient of each tensor when ``stop_gradient`` is set."""

@@ -229,6 +229,25 @@ class TrainRefineTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(float(loss), 0.0)
         self.assertTrue(np.all(np.isfinite(tape.gradient(loss, source).numpy())))
 
+    def test_tf_function_with_unknown_batch_matches_eager(self):
+        interest, attention, history, step, noise = self._train_inputs()
+        refiner = _refiner()
+        train = tf.function(
+            refiner.train_refine,
+            input_signature=[
+                tf.TensorSpec([None, DIM]),
+                tf.TensorSpec([None, LENGTH]),
+                tf.TensorSpec([None, LENGTH, DIM]),
+                tf.TensorSpec([None, LENGTH], tf.bool),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None, DIM]),
+            ],
+        )
+        z, loss = train(interest, attention, history, MASK, step, noise)
+        expected_z, expected_loss = refiner.train_refine(interest, attention, history, MASK, step, noise)
+        self.assertAllClose(z, expected_z, atol=1e-5)
+        self.assertAllClose(loss, expected_loss, atol=1e-5)
+
     def test_mlp_denoiser(self):
         interest, attention, history, step, noise = self._train_inputs()
         refiner = _refiner(denoiser="mlp")
@@ -254,6 +273,12 @@ class DiffusionRefinerConfigTest(tf.test.TestCase):
         restored = DiffusionRefiner.from_config(refiner.get_config())
         self.assertEqual(restored.get_config(), refiner.get_config())
         self.assertEqual(restored.timesteps, (10, 7, 4, 1))
+
+    def test_keras_serialization(self):
+        refiner = _refiner(gamma=0.3, eta=0.2, num_heads=4, name="refiner")
+        restored = keras.layers.deserialize(keras.layers.serialize(refiner))
+        self.assertIsInstance(restored, DiffusionRefiner)
+        self.assertEqual(restored.get_config(), refiner.get_config())
 
     def test_invalid_arguments_raise(self):
         with self.assertRaisesRegex(ValueError, r"`num_steps` must be in 1..10"):
