@@ -93,8 +93,13 @@ class MultiInterestExtractor(keras.layers.Layer):
         _check_mask_shape(mask.shape, history_embeddings.shape)
         valid = tf.cast(mask, tf.bool)[:, tf.newaxis, :]  # (B, 1, L)
 
-        hidden = self.attention_hidden(history_embeddings + self.position_embeddings)  # (B, L, d_a)
-        logits = tf.transpose(self.attention_logits(hidden), [0, 2, 1])  # (B, K, L)
+        # The attention MLP runs over the valid positions only (gathered, then scattered back): it is the
+        # most expensive part of the tower and short histories are mostly padding.
+        positions = tf.where(valid[:, 0, :])  # (M, 2) indices of the valid (user, position) pairs
+        inputs = tf.gather_nd(history_embeddings + self.position_embeddings, positions)  # (M, d)
+        valid_logits = self.attention_logits(self.attention_hidden(inputs))  # (M, K)
+        shape = tf.stack([tf.shape(history_embeddings, out_type=tf.int64)[0], self.max_length, self.num_interests])
+        logits = tf.transpose(tf.scatter_nd(positions, valid_logits, shape), [0, 2, 1])  # (B, K, L)
         logits = tf.where(valid, logits, tf.constant(-1e9, logits.dtype))
         attention = tf.nn.softmax(logits, axis=-1) * tf.cast(valid, logits.dtype)
         interests = tf.matmul(attention, history_embeddings)  # (B, K, d)
