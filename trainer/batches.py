@@ -38,7 +38,9 @@ class BatchSampler:
       ValueError: no user has two or more items.
     """
 
-    def __init__(self, sequences: EncodedSequences, batch_size: int, max_length: int, min_cut: int, seed: int):
+    def __init__(
+        self, sequences: EncodedSequences, batch_size: int, max_length: int, min_cut: int, seed: int
+    ):
         lengths = sequences.lengths
         usable = np.flatnonzero(lengths >= 2)
         if usable.size == 0:
@@ -62,7 +64,8 @@ class BatchSampler:
         step = tf.cast(step, tf.int64)
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.constant(self.seed, tf.int64), step]), 4)
         rows = tf.random.stateless_uniform(
-            [self.batch_size], seeds[0], minval=0, maxval=self.num_users, dtype=tf.int64)
+            [self.batch_size], seeds[0], minval=0, maxval=self.num_users, dtype=tf.int64
+        )
         lengths = tf.gather(self._lengths, rows)
         starts = tf.gather(self._starts, rows)
         low = tf.minimum(self._min_cut, lengths - 1)

@@ -10,7 +10,8 @@ from trainer.sequences import EncodedSequences
 def _sequences():
     # User 0: items 1..12, user 1: items 20..25, user 2: a single item (never drawn).
     return EncodedSequences.from_index_lists(
-        ["a", "b", "c"], [np.arange(1, 13), np.arange(20, 26), np.array([30])])
+        ["a", "b", "c"], [np.arange(1, 13), np.arange(20, 26), np.array([30])]
+    )
 
 
 def test_batches_follow_the_protocol_cut():
@@ -26,7 +27,7 @@ def test_batches_follow_the_protocol_cut():
         assert 4 <= cut <= last
         # History: the last <= 5 items before the cut, in order, left-aligned, zeros after.
         np.testing.assert_array_equal(valid, np.arange(base + max(0, cut - 5), base + cut))
-        assert np.all(history[len(valid):] == 0)
+        assert np.all(history[len(valid) :] == 0)
     # Every cut position is reachable for the long user.
     assert set(batch["target"][batch["target"] < 20]) == set(range(5, 13))
 

@@ -191,8 +191,12 @@ def _print_metrics(title: str, metrics: dict, ndcg: str) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _configure_threads(args)
+    import os
+
     from trainer import config as config_lib
+    from trainer import export
     from trainer import train as train_lib
+    from trainer.model import PopularityModel
 
     config = config_lib.variant_config(args.model, config_lib.parse_overrides(args.set))
     data = _load_sequences(args)
@@ -208,6 +212,12 @@ def _train(args: argparse.Namespace) -> int:
             f"training speed: {result.examples_per_second:,.0f} examples/s "
             f"({result.examples_per_second / config.batch_size:,.1f} steps/s)"
         )
+    if not isinstance(result.model, PopularityModel):
+        paths = export.export_servables(result.model, data.vocabulary, os.path.join(args.out, "export"))
+        print("exported " + ", ".join(f"{name}: {path}" for name, path in paths.items()))
+        if args.serving_base:
+            version = export.push_servables(os.path.join(args.out, "export"), args.serving_base)
+            print(f"pushed version {version} to {args.serving_base}")
     print(f"wrote {args.out}")
     return 0
 

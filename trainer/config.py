@@ -117,25 +117,48 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self.model in VARIANTS, f"model must be one of {', '.join(VARIANTS)}, got {self.model!r}")
-        _check(self.user_tower in USER_TOWERS, f"user_tower must be one of {USER_TOWERS}, got {self.user_tower!r}")
+        _check(
+            self.user_tower in USER_TOWERS,
+            f"user_tower must be one of {USER_TOWERS}, got {self.user_tower!r}",
+        )
         _check(self.denoiser in DENOISERS, f"denoiser must be one of {DENOISERS}, got {self.denoiser!r}")
         _check(self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        _check(self.serving_noise in SERVING_NOISE,
-               f"serving_noise must be one of {SERVING_NOISE}, got {self.serving_noise!r}")
-        for name in ("embedding_dim", "num_interests", "max_length", "diffusion_steps", "batch_size",
-                     "num_negatives", "max_steps", "eval_every", "patience", "steps_per_call",
-                     "eval_batch_size", "denoiser_heads"):
+        _check(
+            self.serving_noise in SERVING_NOISE,
+            f"serving_noise must be one of {SERVING_NOISE}, got {self.serving_noise!r}",
+        )
+        for name in (
+            "embedding_dim",
+            "num_interests",
+            "max_length",
+            "diffusion_steps",
+            "batch_size",
+            "num_negatives",
+            "max_steps",
+            "eval_every",
+            "patience",
+            "steps_per_call",
+            "eval_batch_size",
+            "denoiser_heads",
+        ):
             _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        _check(0 <= self.sampling_steps <= self.diffusion_steps,
-               f"sampling_steps must be in [0, diffusion_steps={self.diffusion_steps}], got {self.sampling_steps}")
-        _check(0 < self.alpha_min <= self.alpha_max, f"need 0 < alpha_min <= alpha_max, got {self.alpha_min}, {self.alpha_max}")
+        _check(
+            0 <= self.sampling_steps <= self.diffusion_steps,
+            f"sampling_steps must be in [0, diffusion_steps={self.diffusion_steps}], got {self.sampling_steps}",
+        )
+        _check(
+            0 < self.alpha_min <= self.alpha_max,
+            f"need 0 < alpha_min <= alpha_max, got {self.alpha_min}, {self.alpha_max}",
+        )
         _check(self.noise_scale * self.alpha_max < 1, "noise_scale * alpha_max must be < 1")
         _check(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
         _check(0 <= self.eta <= 1, f"eta must be in [0, 1], got {self.eta}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _check(self.min_cut >= 1, f"min_cut must be >= 1, got {self.min_cut}")
-        _check(self.embedding_dim % self.denoiser_heads == 0,
-               f"embedding_dim ({self.embedding_dim}) must be divisible by denoiser_heads ({self.denoiser_heads})")
+        _check(
+            self.embedding_dim % self.denoiser_heads == 0,
+            f"embedding_dim ({self.embedding_dim}) must be divisible by denoiser_heads ({self.denoiser_heads})",
+        )
 
     @property
     def num_sampling_steps(self) -> int:

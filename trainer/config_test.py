@@ -8,7 +8,12 @@ from trainer import config
 def test_defaults_are_the_papers():
     c = config.variant_config("dmi")
     assert (c.embedding_dim, c.num_interests, c.max_length, c.batch_size) == (64, 4, 20, 128)
-    assert (c.learning_rate, c.num_negatives, c.diffusion_steps, c.num_sampling_steps) == (0.002, 1280, 10, 10)
+    assert (c.learning_rate, c.num_negatives, c.diffusion_steps, c.num_sampling_steps) == (
+        0.002,
+        1280,
+        10,
+        10,
+    )
     assert (c.alpha_min, c.alpha_max, c.noise_scale, c.gamma, c.eta) == (1e-4, 0.004, 1.0, 0.5, 0.4)
     assert (c.diffusion_weight, c.routing_weight) == (5.0, 100.0)
     assert c.pruned_length == 10
@@ -30,15 +35,26 @@ def test_variant_presets():
 
 
 def test_parse_overrides_types_values():
-    overrides = config.parse_overrides(["alpha_max=0.008", "diffusion=false", "max_steps=10", "ydnn_hidden_units=32,16"])
-    assert overrides == {"alpha_max": 0.008, "diffusion": False, "max_steps": 10, "ydnn_hidden_units": (32, 16)}
+    overrides = config.parse_overrides(
+        ["alpha_max=0.008", "diffusion=false", "max_steps=10", "ydnn_hidden_units=32,16"]
+    )
+    assert overrides == {
+        "alpha_max": 0.008,
+        "diffusion": False,
+        "max_steps": 10,
+        "ydnn_hidden_units": (32, 16),
+    }
     assert config.variant_config("dmi", overrides).alpha_max == 0.008
 
 
 @pytest.mark.parametrize(
     "assignment, message",
-    [("nope=1", "unknown config field"), ("max_steps", "key=value"), ("max_steps=ten", "expected a int"),
-     ("diffusion=maybe", "expected a bool")],
+    [
+        ("nope=1", "unknown config field"),
+        ("max_steps", "key=value"),
+        ("max_steps=ten", "expected a int"),
+        ("diffusion=maybe", "expected a bool"),
+    ],
 )
 def test_parse_overrides_rejects_bad_input(assignment, message):
     with pytest.raises(ValueError, match=message):

@@ -54,16 +54,17 @@ class Evaluator:
         else:
             spec = tf.TensorSpec([None, evaluation_set.histories.shape[1]], tf.int32)
             self._recommend = tf.function(
-                lambda history: model.recommend(history, n)[1], input_signature=[spec], autograph=False)
+                lambda history: model.recommend(history, n)[1], input_signature=[spec], autograph=False
+            )
 
     def __call__(self) -> dict[str, float]:
         """The metrics over every user of the set, e.g. ``{"recall@50": ..., "ndcg@20": ...}``."""
         accumulator = MetricsAccumulator(self.cutoffs, ndcg=self.ndcg)
         histories, targets = self.evaluation_set.histories, self.evaluation_set.targets
         for start in range(0, len(histories), self.batch_size):
-            top = np.asarray(self._recommend(histories[start:start + self.batch_size]))
+            top = np.asarray(self._recommend(histories[start : start + self.batch_size]))
             if top.shape[1] < self.list_length:
                 fill = -np.arange(1, self.list_length - top.shape[1] + 1, dtype=top.dtype)
                 top = np.concatenate([top, np.broadcast_to(fill, (len(top), len(fill)))], axis=1)
-            accumulator.update(top, targets[start:start + self.batch_size])
+            accumulator.update(top, targets[start : start + self.batch_size])
         return accumulator.result()

@@ -91,8 +91,12 @@ def test_repeated_targets_count_once_unless_asked():
 def test_users_without_hits_count_zero():
     got = retrieval_metrics(np.array([[1, 2, 3], [4, 5, 6]]), [[7, 8], [9]], cutoffs=(1, 3))
     assert got == {
-        "recall@1": 0.0, "hit_rate@1": 0.0, "ndcg@1": 0.0,
-        "recall@3": 0.0, "hit_rate@3": 0.0, "ndcg@3": 0.0,
+        "recall@1": 0.0,
+        "hit_rate@1": 0.0,
+        "ndcg@1": 0.0,
+        "recall@3": 0.0,
+        "hit_rate@3": 0.0,
+        "ndcg@3": 0.0,
     }
 
 

@@ -69,7 +69,9 @@ class MeanPoolingTower(keras.layers.Layer):
     def call(self, history_embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
         """Returns (batch, 1, d): one interest vector per user."""
         weights = tf.cast(mask, history_embeddings.dtype)[:, :, tf.newaxis]
-        pooled = tf.reduce_sum(history_embeddings * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+        pooled = tf.reduce_sum(history_embeddings * weights, axis=1) / tf.maximum(
+            tf.reduce_sum(weights, axis=1), 1.0
+        )
         for layer in self._layers:
             pooled = layer(pooled)
         return self._output(pooled)[:, tf.newaxis, :]
@@ -96,23 +98,36 @@ class DMIModel(tfrs.Model):
         self.num_items = num_items
         d = config.embedding_dim
         self.item_embeddings = keras.layers.Embedding(
-            num_items + 1, d, embeddings_initializer=keras.initializers.RandomNormal(stddev=d ** -0.5),
-            name="item_embeddings")
+            num_items + 1,
+            d,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=d**-0.5),
+            name="item_embeddings",
+        )
         if config.user_tower == "self_attentive":
             self.extractor = MultiInterestExtractor(
-                config.num_interests, config.max_length, config.attention_units or None, name="extractor")
+                config.num_interests, config.max_length, config.attention_units or None, name="extractor"
+            )
         else:
             self.pooling_tower = MeanPoolingTower(config.ydnn_hidden_units, d, name="mean_pooling")
         self.refiner = None
         if config.diffusion:
             self.refiner = DiffusionRefiner(
-                num_steps=config.diffusion_steps, alpha_min=config.alpha_min, alpha_max=config.alpha_max,
-                noise_scale=config.noise_scale, gamma=config.gamma, eta=config.eta,
-                sampling_steps=config.num_sampling_steps, denoiser=config.denoiser,
-                stop_gradient=config.stop_gradient, serving_noise=config.serving_noise,
-                num_heads=config.denoiser_heads, name="refiner")
+                num_steps=config.diffusion_steps,
+                alpha_min=config.alpha_min,
+                alpha_max=config.alpha_max,
+                noise_scale=config.noise_scale,
+                gamma=config.gamma,
+                eta=config.eta,
+                sampling_steps=config.num_sampling_steps,
+                denoiser=config.denoiser,
+                stop_gradient=config.stop_gradient,
+                serving_noise=config.serving_noise,
+                num_heads=config.denoiser_heads,
+                name="refiner",
+            )
         self.sampled_softmax = SampledSoftmax(
-            num_items, min(config.num_negatives, num_items), sampler=config.sampler)
+            num_items, min(config.num_negatives, num_items), sampler=config.sampler
+        )
 
     # ----- towers --------------------------------------------------------------------------------------
 
@@ -156,7 +171,9 @@ class DMIModel(tfrs.Model):
             return interests
         return self.refiner.serve_refine(interests, attention, embeddings, mask, seed=seed)
 
-    def recommend(self, history: tf.Tensor, n: int, exclude_history: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    def recommend(
+        self, history: tf.Tensor, n: int, exclude_history: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Top-``n`` items by ``max_k Z_k . e_i`` (Eq. 20): ``(scores, ids)``, both (batch, n)."""
         exclude = history if exclude_history else None
         return retrieval.top_n(self.user_interests(history), self.item_table, n, exclude=exclude)
@@ -185,18 +202,25 @@ class DMIModel(tfrs.Model):
         user_vector, selected_attention = select_interest(interests, attention, self.item_embeddings(target))
         terms = {"diffusion": tf.constant(0.0), "routing": tf.constant(0.0)}
         if self.refiner is not None:
-            step_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(inputs[batches.STEP_SEED], 2))
+            step_seed, noise_seed = tf.unstack(
+                tf.random.experimental.stateless_split(inputs[batches.STEP_SEED], 2)
+            )
             batch = tf.shape(target)[0]
             steps = tf.random.stateless_uniform(
-                [batch], step_seed, minval=1, maxval=self.config.diffusion_steps + 1, dtype=tf.int32)
+                [batch], step_seed, minval=1, maxval=self.config.diffusion_steps + 1, dtype=tf.int32
+            )
             noise = tf.random.stateless_normal(tf.shape(user_vector), noise_seed, dtype=user_vector.dtype)
             user_vector, terms["diffusion"] = self.refiner.train_refine(
-                user_vector, selected_attention, embeddings, mask, steps, noise)
+                user_vector, selected_attention, embeddings, mask, steps, noise
+            )
         if self.config.routing_weight > 0 and attention is not None:
             terms["routing"] = routing_regularization(attention, self.config.embedding_dim)
         terms["softmax"] = tf.reduce_mean(self.sampled_softmax(user_vector, target, self.item_table))
-        terms["loss"] = (terms["softmax"] + self.config.diffusion_weight * terms["diffusion"]
-                         + self.config.routing_weight * terms["routing"])
+        terms["loss"] = (
+            terms["softmax"]
+            + self.config.diffusion_weight * terms["diffusion"]
+            + self.config.routing_weight * terms["routing"]
+        )
         return terms
 
     @tf.autograph.experimental.do_not_convert
@@ -224,9 +248,17 @@ class DMIModel(tfrs.Model):
     def build_for_inputs(self) -> None:
         """Creates every variable (towers and refiner) by running one tiny batch; needed before restoring."""
         history = tf.zeros([1, self.config.max_length], tf.int32)
-        self.loss_terms({batches.HISTORY: history, batches.TARGET: tf.ones([1], tf.int32),
-                         batches.STEP_SEED: tf.zeros([2], tf.int64)})
-        self.user_interests(history)
+        self.loss_terms(
+            {
+                batches.HISTORY: history,
+                batches.TARGET: tf.ones([1], tf.int32),
+                batches.STEP_SEED: tf.zeros([2], tf.int64),
+            }
+        )
+        self(history)  # through Keras' __call__, so the model records its input shape (needed to save it)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"config": self.config.to_json(), "num_items": self.num_items}
 
 
 class PopularityModel:
@@ -242,7 +274,9 @@ class PopularityModel:
         self.scores = np.concatenate([[-np.inf], counts]).astype(np.float32)
         self.ranking = np.argsort(-self.scores[1:], kind="stable").astype(np.int32) + 1
 
-    def recommend(self, history: np.ndarray, n: int, exclude_history: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, history: np.ndarray, n: int, exclude_history: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         history = np.asarray(history)
         if not exclude_history:
             ids = np.broadcast_to(self.ranking[:n], (len(history), n))

@@ -60,8 +60,11 @@ def _gradients(model, batch, term):
     """Gradients of one loss term, grouped by the part of the model that owns each variable."""
     with tf.GradientTape(persistent=True) as tape:
         value = model.loss_terms(batch)[term]
-    parts = {"embeddings": [model.item_embeddings.embeddings], "extractor": model.extractor.trainable_variables,
-             "refiner": model.refiner.trainable_variables}
+    parts = {
+        "embeddings": [model.item_embeddings.embeddings],
+        "extractor": model.extractor.trainable_variables,
+        "refiner": model.refiner.trainable_variables,
+    }
     assert sum(len(v) for v in parts.values()) == len(model.trainable_variables)
     return {part: tape.gradient(value, variables) for part, variables in parts.items()}
 
@@ -132,7 +135,8 @@ def test_every_variant_trains_a_few_steps(variant):
 def test_a_small_model_overfits_a_tiny_log():
     data = _grouped_log(users=160)
     model_config = config.variant_config(
-        "dmi", {**TINY, "max_steps": 300, "eval_every": 100, "learning_rate": 0.01, "num_negatives": 16})
+        "dmi", {**TINY, "max_steps": 300, "eval_every": 100, "learning_rate": 0.01, "num_negatives": 16}
+    )
     result = train.train(model_config, data, verbose=0)
     # Every target lies in the user's group of 10 items: recall@10 on the training users themselves.
     from trainer.evaluation import Evaluator

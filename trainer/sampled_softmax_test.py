@@ -65,7 +65,12 @@ def test_equals_tf_nn_sampled_softmax_loss_with_accidental_hits():
     )
     ours = sampled_softmax_loss(users, targets, table, candidates)
     reference = tf.nn.sampled_softmax_loss(
-        table, tf.zeros([NUM_ITEMS + 1]), targets[:, None], users, 5, NUM_ITEMS + 1,
+        table,
+        tf.zeros([NUM_ITEMS + 1]),
+        targets[:, None],
+        users,
+        5,
+        NUM_ITEMS + 1,
         sampled_values=tuple(candidates),
     )
     np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-5, atol=1e-5)
@@ -83,9 +88,7 @@ def test_matches_a_numpy_reference_and_accidental_hits_contribute_nothing():
         ours, _numpy_loss(users, table, targets, sampled, true_q[:, 0], sampled_q), rtol=1e-5
     )
     # Example 0 with the hit removed == example 0 against the other three negatives only.
-    without_hit = CandidateSample(
-        tf.constant(sampled[1:]), tf.constant(true_q), tf.constant(sampled_q[1:])
-    )
+    without_hit = CandidateSample(tf.constant(sampled[1:]), tf.constant(true_q), tf.constant(sampled_q[1:]))
     np.testing.assert_allclose(
         ours[0], sampled_softmax_loss(users, targets, table, without_hit).numpy()[0], rtol=1e-6
     )
@@ -104,8 +107,9 @@ def test_log_q_correction_can_be_disabled():
     users, table, targets = _inputs(3)
     candidates = SampledSoftmax(NUM_ITEMS, 10).sample(targets, seed=1)
     plain = sampled_softmax_loss(users, targets, table, candidates, subtract_log_q=False)
-    expected = _numpy_loss(users, table, targets, candidates.sampled_ids.numpy(), None, [None] * 10,
-                           log_q=False)
+    expected = _numpy_loss(
+        users, table, targets, candidates.sampled_ids.numpy(), None, [None] * 10, log_q=False
+    )
     np.testing.assert_allclose(plain.numpy(), expected, rtol=1e-5)
 
 
@@ -159,9 +163,7 @@ def test_gradients_reach_user_vectors_and_only_the_used_item_rows():
     targets[:] = [1, 2, 3, 3, 4, 4, 4, 5]
     user_var, table_var = tf.Variable(users), tf.Variable(table)
     sampled = np.array([10, 20, 30], dtype=np.int64)
-    candidates = CandidateSample(
-        tf.constant(sampled), tf.fill([BATCH, 1], 0.3), tf.constant([0.3, 0.2, 0.1])
-    )
+    candidates = CandidateSample(tf.constant(sampled), tf.fill([BATCH, 1], 0.3), tf.constant([0.3, 0.2, 0.1]))
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(sampled_softmax_loss(user_var, targets, table_var, candidates))
     user_grad, table_grad = tape.gradient(loss, [user_var, table_var])
@@ -173,9 +175,10 @@ def test_gradients_reach_user_vectors_and_only_the_used_item_rows():
     assert all(row_norms[i] > 0 for i in touched)
     assert all(row_norms[i] == 0 for i in range(NUM_ITEMS + 1) if i not in touched)  # Row 0 included.
     # d loss_b / d u_b = sum_j softmax_j e_j - e_target, checked on example 0 in numpy.
-    logits = np.array([users[0] @ table[1] - np.log(0.3)] + [
-        users[0] @ table[s] - np.log(q) for s, q in zip(sampled, [0.3, 0.2, 0.1])
-    ])
+    logits = np.array(
+        [users[0] @ table[1] - np.log(0.3)]
+        + [users[0] @ table[s] - np.log(q) for s, q in zip(sampled, [0.3, 0.2, 0.1])]
+    )
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     rows = table[[1, 10, 20, 30]]

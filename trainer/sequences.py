@@ -93,7 +93,9 @@ class Vocabulary:
             for line_number, line in enumerate(f, start=1):
                 item, sep, count = line.rstrip("\n").rpartition("\t")
                 if not sep or not count.isdigit():
-                    raise ValueError(f"{os.path.basename(path)} line {line_number}: expected 'item_id<TAB>count'")
+                    raise ValueError(
+                        f"{os.path.basename(path)} line {line_number}: expected 'item_id<TAB>count'"
+                    )
                 items.append(item)
                 counts.append(int(count))
         return cls(tuple(items), tuple(counts))
@@ -128,7 +130,7 @@ class EncodedSequences:
         return np.diff(self.offsets)
 
     def sequence(self, user: int) -> np.ndarray:
-        return self.items[self.offsets[user]:self.offsets[user + 1]]
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +193,7 @@ def pad_histories(histories: Sequence[np.ndarray], max_length: int) -> np.ndarra
     padded = np.zeros((len(histories), max_length), dtype=np.int32)
     for row, history in enumerate(histories):
         history = history[-max_length:]
-        padded[row, :len(history)] = history
+        padded[row, : len(history)] = history
     return padded
 
 

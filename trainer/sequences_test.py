@@ -10,7 +10,12 @@ from trainer.interactions import Interaction
 
 
 def test_user_sequence_orders_by_time_and_drops_consecutive_repeats():
-    events = [Interaction("u", "b", 2), Interaction("u", "a", 1), Interaction("u", "b", 3), Interaction("u", "a", 4)]
+    events = [
+        Interaction("u", "b", 2),
+        Interaction("u", "a", 1),
+        Interaction("u", "b", 3),
+        Interaction("u", "a", 4),
+    ]
     assert sequences.user_sequence(events) == ["a", "b", "a"]
     assert sequences.user_sequence(events, drop_consecutive_duplicates=False) == ["a", "b", "b", "a"]
 
@@ -37,7 +42,9 @@ def test_user_split_is_stable_disjoint_and_close_to_8_1_1():
 
 
 def test_sequence_data_encodes_and_splits_every_user_once():
-    data = sequences.SequenceData.from_sequences({f"u{i}": ["a", "b", f"i{i % 7}"] for i in range(200)}, seed=1)
+    data = sequences.SequenceData.from_sequences(
+        {f"u{i}": ["a", "b", f"i{i % 7}"] for i in range(200)}, seed=1
+    )
     users = [u for split in data.splits.values() for u in split.user_ids]
     assert sorted(users) == sorted(f"u{i}" for i in range(200))
     assert data.num_items == 9
@@ -48,7 +55,8 @@ def test_sequence_data_encodes_and_splits_every_user_once():
 
 def test_evaluation_set_cuts_at_80_percent_and_keeps_last_l_history_items():
     split = sequences.EncodedSequences.from_index_lists(
-        ["long", "short", "single"], [np.arange(1, 11), np.array([5, 6]), np.array([9])])
+        ["long", "short", "single"], [np.arange(1, 11), np.array([5, 6]), np.array([9])]
+    )
     cut = sequences.evaluation_set(split, max_length=3)
     assert cut.user_ids == ("long", "short")
     # long: k = int(0.8 * 10) = 8 -> history = last 3 of items 1..8, targets 9, 10.

@@ -86,8 +86,13 @@ class TrainingResult:
 class _ValidationAndCheckpoint(keras.callbacks.Callback):
     """Evaluates every period, keeps the best weights, stops early and checkpoints the state."""
 
-    def __init__(self, evaluator: Evaluator, config: ModelConfig, manager: tf.train.CheckpointManager | None,
-                 state: dict[str, Any]):
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        config: ModelConfig,
+        manager: tf.train.CheckpointManager | None,
+        state: dict[str, Any],
+    ):
         super().__init__()
         self.evaluator = evaluator
         self.config = config
@@ -105,9 +110,12 @@ class _ValidationAndCheckpoint(keras.callbacks.Callback):
         examples_per_second = self.config.eval_every * self.config.batch_size / seconds
         metrics = self.evaluator()
         step = (epoch + 1) * self.config.eval_every
-        entry = {"step": step, "examples_per_second": examples_per_second,
-                 **{f"val_{k}": v for k, v in metrics.items()},
-                 **{k: float(v) for k, v in logs.items()}}
+        entry = {
+            "step": step,
+            "examples_per_second": examples_per_second,
+            **{f"val_{k}": v for k, v in metrics.items()},
+            **{k: float(v) for k, v in logs.items()},
+        }
         self.state["history"].append(entry)
         for key, value in metrics.items():
             logs[f"val_{key}"] = value
@@ -120,10 +128,21 @@ class _ValidationAndCheckpoint(keras.callbacks.Callback):
         else:
             self.state["wait"] += 1
         self.state["epoch"] = epoch + 1
-        logger.info("step %d: validation %s %.4f (best %.4f at step %d), %.0f examples/s",
-                    step, VALIDATION_METRIC, score, self.state["best"], self.state["best_step"], examples_per_second)
-        print(f"step {step}: val {VALIDATION_METRIC} {score:.4f} (best {self.state['best']:.4f} at step "
-              f"{self.state['best_step']}), {examples_per_second:,.0f} examples/s", file=sys.stderr, flush=True)
+        logger.info(
+            "step %d: validation %s %.4f (best %.4f at step %d), %.0f examples/s",
+            step,
+            VALIDATION_METRIC,
+            score,
+            self.state["best"],
+            self.state["best_step"],
+            examples_per_second,
+        )
+        print(
+            f"step {step}: val {VALIDATION_METRIC} {score:.4f} (best {self.state['best']:.4f} at step "
+            f"{self.state['best_step']}), {examples_per_second:,.0f} examples/s",
+            file=sys.stderr,
+            flush=True,
+        )
         if self.state["wait"] >= self.config.patience:
             self.model.stop_training = True
         if self.manager is not None:
@@ -144,7 +163,9 @@ def _item_counts(data: SequenceData) -> np.ndarray:
     return np.bincount(data.train.items, minlength=data.num_items + 1)[1:]
 
 
-def build_model(config: ModelConfig, vocabulary: Vocabulary, item_counts: np.ndarray | None = None) -> DMIModel | PopularityModel:
+def build_model(
+    config: ModelConfig, vocabulary: Vocabulary, item_counts: np.ndarray | None = None
+) -> DMIModel | PopularityModel:
     """An untrained model of the config's variant for a vocabulary (``pop`` needs the item counts)."""
     if config.user_tower == "popularity":
         counts = np.asarray(vocabulary.counts if item_counts is None else item_counts)
@@ -154,8 +175,17 @@ def build_model(config: ModelConfig, vocabulary: Vocabulary, item_counts: np.nda
     return model
 
 
-def _resume_state(out_dir: str | None, config: ModelConfig) -> tuple[tf.train.CheckpointManager | None, dict[str, Any]]:
-    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "best_step": 0, "best_metrics": {}, "wait": 0, "history": []}
+def _resume_state(
+    out_dir: str | None, config: ModelConfig
+) -> tuple[tf.train.CheckpointManager | None, dict[str, Any]]:
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best": -1.0,
+        "best_step": 0,
+        "best_metrics": {},
+        "wait": 0,
+        "history": [],
+    }
     if out_dir is None:
         return None, state
     config_path = os.path.join(out_dir, CONFIG_FILE)
@@ -164,8 +194,9 @@ def _resume_state(out_dir: str | None, config: ModelConfig) -> tuple[tf.train.Ch
             previous = ModelConfig.from_json(f.read())
         # The schedule's length may change between runs (train longer, be more patient); the model may not.
         if dataclasses.replace(previous, max_steps=config.max_steps, patience=config.patience) != config:
-            raise ValueError(f"{out_dir} holds a run with a different config; use another output directory "
-                             "or remove it")
+            raise ValueError(
+                f"{out_dir} holds a run with a different config; use another output directory " "or remove it"
+            )
     state_path = os.path.join(out_dir, CHECKPOINT_DIR, "state.json")
     if os.path.exists(state_path):
         with open(state_path, encoding="utf-8") as f:
@@ -206,20 +237,26 @@ def train(
     model = build_model(config, data.vocabulary, _item_counts(data))
     if isinstance(model, PopularityModel):
         validation = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)()
-        result = TrainingResult(config, model, validation, Evaluator(model, test_set, ndcg=ndcg)(), 0, 0, None, [])
+        result = TrainingResult(
+            config, model, validation, Evaluator(model, test_set, ndcg=ndcg)(), 0, 0, None, []
+        )
         _save(result, data.vocabulary, out_dir)
         return result
 
-    model.compile(optimizer=keras.optimizers.legacy.Adam(config.learning_rate),
-                  steps_per_execution=config.steps_per_call)
+    model.compile(
+        optimizer=keras.optimizers.legacy.Adam(config.learning_rate),
+        steps_per_execution=config.steps_per_call,
+    )
     manager = None
     if out_dir is not None:
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=1)
         if manager.latest_checkpoint and state["epoch"]:
             checkpoint.restore(manager.latest_checkpoint)
-            print(f"resuming from step {state['epoch'] * config.eval_every} ({manager.latest_checkpoint})",
-                  file=sys.stderr)
+            print(
+                f"resuming from step {state['epoch'] * config.eval_every} ({manager.latest_checkpoint})",
+                file=sys.stderr,
+            )
     evaluator = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)
     validation = _ValidationAndCheckpoint(evaluator, config, manager, state)
     if manager is not None and state["best_step"]:
@@ -228,14 +265,23 @@ def train(
         checkpoint.restore(manager.latest_checkpoint)
     callbacks: list[keras.callbacks.Callback] = [validation]
     if out_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False, profile_batch=0))
+        callbacks.append(
+            keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False, profile_batch=0)
+        )
 
-    sampler = batches.BatchSampler(data.train, config.batch_size, config.max_length, config.min_cut, config.seed)
+    sampler = batches.BatchSampler(
+        data.train, config.batch_size, config.max_length, config.min_cut, config.seed
+    )
     epochs = math.ceil(config.max_steps / config.eval_every)
     if state["wait"] < config.patience and state["epoch"] < epochs:
-        model.fit(sampler.dataset(start_step=state["epoch"] * config.eval_every), epochs=epochs,
-                  initial_epoch=state["epoch"], steps_per_epoch=config.eval_every, callbacks=callbacks,
-                  verbose=verbose)
+        model.fit(
+            sampler.dataset(start_step=state["epoch"] * config.eval_every),
+            epochs=epochs,
+            initial_epoch=state["epoch"],
+            steps_per_epoch=config.eval_every,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
     if validation.best_weights is not None:
         model.set_weights(validation.best_weights)
     speeds = [entry["examples_per_second"] for entry in state["history"][1:]]

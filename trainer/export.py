@@ -1,0 +1,351 @@
+"""Export a trained model as TF Serving servables, and push them into a serving directory.
+
+One trained model gives two servables, side by side (TF Serving's layout once pushed,
+``<serving_base>/<name>/<version>/saved_model.pb``):
+
+- ``dmi``: retrieval through a ScaNN index (``tfrs.layers.factorized_top_k.ScaNN``) over the item
+  embeddings; needs a TF Serving build with the ScaNN ops (and ``import scann`` in a Python process);
+- ``dmi_exact``: the same user tower with exact brute-force scoring (Eq. 20) in stock TF ops, so stock TF
+  Serving serves it.
+
+Both graphs hold the whole request path: raw string item ids -> indices (a lookup table over the
+training vocabulary; unknown ids and "" map to 0, the padding index, and are ignored) -> the user tower
+with the unrolled DDIM refinement -> Eq. 20 over all items -> raw ids of the top-N. Signatures:
+
+- ``serving_default(history: string [batch, max_len], top_n: int32 = default_top_n,
+  exclude_history: bool = False) -> {item_ids: string [batch, top_n], scores: float32 [batch, top_n]}``.
+  Histories longer than the model's L keep their last L items. A history with no known item gets the most
+  popular items (score 0). ``top_n`` outside ``[1, max_top_n]`` fails with INVALID_ARGUMENT.
+- ``user_interests(history) -> {interests: float32 [batch, K, d]}``: the refined interest vectors Z.
+
+The defaults of ``top_n`` and ``exclude_history`` are recorded in the SignatureDef, so TF Serving clients
+may leave them out. Warm-up requests go to ``assets.extra/tf_serving_warmup_requests``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from trainer import retrieval
+from trainer.model import DMIModel
+from trainer.sequences import Vocabulary
+
+EXACT = "dmi_exact"
+SCANN = "dmi"
+SERVABLES = (SCANN, EXACT)
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+class RetrievalServable(tf.Module):
+    """The serving graph of one servable: raw ids in, top-N raw ids and scores out.
+
+    Args:
+      model: the trained model (its user tower and item table are tracked, so its weights are saved).
+      vocabulary: the item ids of indices 1..N.
+      default_top_n: ``top_n`` when a request leaves it out.
+      max_top_n: the largest ``top_n`` a request may ask for.
+      use_scann: retrieve with a ScaNN index instead of exact scoring.
+      scann_leaves: ScaNN partitions (default ~sqrt(N)); ``scann_leaves_to_search`` of them are searched.
+      scann_leaves_to_search: partitions searched per query.
+    """
+
+    def __init__(
+        self,
+        model: DMIModel,
+        vocabulary: Vocabulary,
+        default_top_n: int,
+        max_top_n: int,
+        use_scann: bool,
+        scann_leaves: int | None = None,
+        scann_leaves_to_search: int | None = None,
+    ):
+        super().__init__()
+        if len(vocabulary) != model.num_items:
+            raise ValueError(f"the vocabulary has {len(vocabulary)} items but the model {model.num_items}")
+        if not 1 <= default_top_n <= max_top_n <= model.num_items:
+            raise ValueError(
+                f"need 1 <= default_top_n ({default_top_n}) <= max_top_n ({max_top_n}) <= items ({model.num_items})"
+            )
+        self.model = model
+        self.max_length = model.config.max_length
+        self.default_top_n = default_top_n
+        self.max_top_n = max_top_n
+        self.lookup = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(vocabulary.item_ids),
+                tf.range(1, len(vocabulary) + 1, dtype=tf.int32),
+            ),
+            default_value=0,
+        )
+        self.item_ids = tf.constant(("",) + vocabulary.item_ids)
+        self.scann = None
+        if use_scann:
+            # Each interest retrieves max_top_n + L candidates, so that after removing history items (an
+            # option of the request) and merging the K lists, max_top_n distinct items remain.
+            per_interest = min(max_top_n + self.max_length, model.num_items)
+            leaves = scann_leaves or max(1, int(round(np.sqrt(model.num_items))))
+            # By default search a fifth of the partitions, and at least enough of them to hold about four
+            # times the candidates asked for (small catalogues then search most of their partitions).
+            searched = scann_leaves_to_search or max(
+                leaves // 5, int(np.ceil(4 * per_interest * leaves / model.num_items))
+            )
+            self.scann = tfrs.layers.factorized_top_k.ScaNN(
+                k=per_interest,
+                distance_measure="dot_product",
+                num_leaves=leaves,
+                num_leaves_to_search=max(1, min(leaves, searched)),
+                num_reordering_candidates=4 * per_interest,
+            )
+            self.scann.index(model.item_table[1:], tf.range(1, model.num_items + 1, dtype=tf.int32))
+
+    def encode(self, history: tf.Tensor) -> tf.Tensor:
+        """Raw ids (batch, any length) -> the model's (batch, L) indices: the last L known items, left-aligned."""
+        indices = self.lookup.lookup(history)
+        # Keep known items only, in order, then the last L of them, left-aligned with zero padding.
+        ragged = tf.ragged.boolean_mask(indices, indices > 0)
+        last = ragged[:, -self.max_length :]
+        return last.to_tensor(default_value=0, shape=[None, self.max_length])
+
+    def interests(self, history: tf.Tensor) -> tf.Tensor:
+        return self.model.user_interests(self.encode(history))
+
+    def retrieve(
+        self, history: tf.Tensor, top_n: tf.Tensor, exclude_history: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        top_n = tf.convert_to_tensor(top_n, tf.int32)
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_greater_equal(top_n, 1, message="top_n must be at least 1"),
+                tf.debugging.assert_less_equal(
+                    top_n, self.max_top_n, message=f"top_n must be at most {self.max_top_n}"
+                ),
+            ]
+        ):
+            top_n = tf.identity(top_n)
+        encoded = self.encode(history)
+        interests = self.model.user_interests(encoded)
+        excluded = tf.where(tf.convert_to_tensor(exclude_history), encoded, tf.zeros_like(encoded))
+        if self.scann is None:
+            scores, indices = self._exact_top(interests, excluded, top_n)
+        else:
+            scores, indices = self._scann_top(interests, excluded, top_n)
+        # Users without a known item: the most popular items (indices 1.. are sorted by frequency).
+        empty = tf.reduce_all(tf.equal(encoded, 0), axis=1, keepdims=True)
+        popular = tf.range(1, top_n + 1, dtype=tf.int32)[tf.newaxis, :]
+        indices = tf.where(empty, popular, indices)
+        scores = tf.where(empty, tf.zeros_like(scores), scores)
+        return {"item_ids": tf.gather(self.item_ids, indices), "scores": scores}
+
+    def _exact_top(
+        self, interests: tf.Tensor, excluded: tf.Tensor, top_n: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        scores = retrieval.score_items(interests, self.model.item_table[1:])  # column j = item index j + 1
+        positions = tf.where(excluded > 0)  # (M, 2): (user, history slot) of each item to drop
+        columns = tf.cast(tf.gather_nd(excluded, positions), tf.int64) - 1
+        scores = tf.tensor_scatter_nd_update(
+            scores,
+            tf.stack([positions[:, 0], columns], axis=1),
+            tf.fill(tf.shape(columns), tf.constant(-np.inf, scores.dtype)),
+        )
+        values, columns = tf.math.top_k(scores, k=top_n)
+        return values, columns + 1
+
+    def _scann_top(
+        self, interests: tf.Tensor, excluded: tf.Tensor, top_n: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        batch = tf.shape(interests)[0]
+        dim = interests.shape[-1]
+        scores, indices = self.scann(tf.reshape(interests, [-1, dim]))  # (B*K, k) each
+        scores = tf.reshape(scores, [batch, -1])
+        indices = tf.reshape(indices, [batch, -1])
+        return merge_candidates(scores, indices, excluded, top_n)
+
+
+def merge_candidates(
+    scores: tf.Tensor, indices: tf.Tensor, excluded: tf.Tensor, top_n: tf.Tensor | int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Merges per-interest candidate lists into one top-N list (the protocol's merge, = Eq. 20).
+
+    Duplicates keep their best score, excluded ids and the padding id 0 are dropped.
+
+    Args:
+      scores: (batch, M) candidate scores, the K per-interest lists concatenated.
+      indices: (batch, M) int32 candidate item indices.
+      excluded: (batch, L) int32 indices to drop (0 = nothing).
+      top_n: list length.
+
+    Returns:
+      ``(scores, indices)`` of shape (batch, top_n), best first.
+    """
+    # Sort by score (best first), then stably by id: each run of equal ids starts with its best score.
+    by_score = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+    scores = tf.gather(scores, by_score, batch_dims=1)
+    indices = tf.gather(indices, by_score, batch_dims=1)
+    by_id = tf.argsort(indices, axis=1, stable=True)
+    scores = tf.gather(scores, by_id, batch_dims=1)
+    indices = tf.gather(indices, by_id, batch_dims=1)
+    repeated = tf.concat([tf.zeros_like(indices[:, :1], tf.bool), indices[:, 1:] == indices[:, :-1]], axis=1)
+    dropped = (
+        repeated | (indices == 0) | tf.reduce_any(indices[:, :, tf.newaxis] == excluded[:, tf.newaxis, :], 2)
+    )
+    scores = tf.where(dropped, tf.constant(-np.inf, scores.dtype), scores)
+    values, positions = tf.math.top_k(scores, k=top_n)
+    return values, tf.gather(indices, positions, batch_dims=1)
+
+
+def _signatures(servable: RetrievalServable) -> dict[str, tf.types.experimental.PolymorphicFunction]:
+    history_spec = tf.TensorSpec([None, None], tf.string, name="history")
+
+    # Passed as tf.functions with an input signature (not concrete functions), so that the defaults of
+    # top_n and exclude_history are recorded in the SignatureDef for TF Serving to apply.
+    @tf.function(
+        input_signature=[
+            history_spec,
+            tf.TensorSpec([], tf.int32, name="top_n"),
+            tf.TensorSpec([], tf.bool, name="exclude_history"),
+        ],
+        autograph=False,
+    )
+    def serve(
+        history: tf.Tensor,
+        top_n: tf.Tensor = tf.constant(servable.default_top_n, tf.int32),
+        exclude_history: tf.Tensor = tf.constant(False),
+    ) -> dict[str, tf.Tensor]:
+        return servable.retrieve(history, top_n, exclude_history)
+
+    @tf.function(input_signature=[history_spec], autograph=False)
+    def user_interests(history: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"interests": servable.interests(history)}
+
+    return {"serving_default": serve, "user_interests": user_interests}
+
+
+def _write_warmup_requests(export_dir: str, name: str, histories: Sequence[Sequence[str]]) -> None:
+    """TF Serving replays these PredictRequests after loading, before the version serves traffic."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    width = max(1, max(len(h) for h in histories))
+    padded = np.array([list(h) + [""] * (width - len(h)) for h in histories], dtype=object)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["history"].CopyFrom(tf.make_tensor_proto(padded, dtype=tf.string))
+    path = os.path.join(export_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        writer.write(log.SerializeToString())
+
+
+def export_servables(
+    model: DMIModel,
+    vocabulary: Vocabulary,
+    export_dir: str,
+    *,
+    top_n: int = 50,
+    max_top_n: int = 200,
+    scann: bool = True,
+    scann_leaves: int | None = None,
+    scann_leaves_to_search: int | None = None,
+) -> dict[str, str]:
+    """Writes the ``dmi`` (ScaNN) and ``dmi_exact`` SavedModels under ``export_dir``.
+
+    Args:
+      model: the trained model.
+      vocabulary: its item vocabulary.
+      export_dir: directory to write ``dmi/`` and ``dmi_exact/`` into (replaced if present).
+      top_n: the default list length of ``serving_default``.
+      max_top_n: the longest list a request may ask for (capped at the number of items).
+      scann: also write the ScaNN servable.
+      scann_leaves: ScaNN partitions (default ~sqrt(items)).
+      scann_leaves_to_search: partitions searched per query (default: see :class:`RetrievalServable`).
+
+    Returns:
+      Servable name -> SavedModel directory.
+    """
+    max_top_n = min(max_top_n, model.num_items)
+    top_n = min(top_n, max_top_n)
+    warmup = [list(vocabulary.item_ids[:3]), list(vocabulary.item_ids[3:5]), []]
+    written = {}
+    for name in SERVABLES if scann else (EXACT,):
+        servable = RetrievalServable(
+            model, vocabulary, top_n, max_top_n, name == SCANN, scann_leaves, scann_leaves_to_search
+        )
+        path = os.path.join(export_dir, name)
+        with _replacing_directory(path) as tmp:
+            options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"] if name == SCANN else None)
+            tf.saved_model.save(servable, tmp, signatures=_signatures(servable), options=options)
+            _write_warmup_requests(tmp, name, warmup)
+        written[name] = path
+    return written
+
+
+@contextlib.contextmanager
+def _replacing_directory(path: str):
+    """Yields a temporary directory beside ``path`` that replaces ``path`` on success."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def latest_version(model_base: str) -> int:
+    """The largest integer version directory under ``model_base`` (0 when there is none)."""
+    if not os.path.isdir(model_base):
+        return 0
+    versions = [int(name) for name in os.listdir(model_base) if re.fullmatch(r"\d+", name)]
+    return max(versions, default=0)
+
+
+def push_servables(export_dir: str, serving_base: str, version: int | None = None) -> int:
+    """Copies every servable of ``export_dir`` to ``<serving_base>/<name>/<version>/``.
+
+    Each copy is written to a hidden temporary directory beside its target and renamed into place, so a
+    model server polling ``serving_base`` never sees half a version.
+
+    Args:
+      export_dir: a directory written by :func:`export_servables`.
+      serving_base: the serving directory (TF Serving's model base paths are ``<serving_base>/<name>``).
+      version: the version to write; None means one more than the largest version of any servable.
+
+    Returns:
+      The version written.
+
+    Raises:
+      FileExistsError: the version already exists for a servable.
+      ValueError: ``export_dir`` holds no servable.
+    """
+    names = [name for name in SERVABLES if os.path.exists(os.path.join(export_dir, name, "saved_model.pb"))]
+    if not names:
+        raise ValueError(f"{export_dir} holds no servable ({', '.join(SERVABLES)})")
+    if version is None:
+        version = 1 + max(latest_version(os.path.join(serving_base, name)) for name in names)
+    for name in names:
+        target = os.path.join(serving_base, name, str(version))
+        if os.path.exists(target):
+            raise FileExistsError(f"{target} already exists")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{version}.", dir=os.path.dirname(target))
+        try:
+            shutil.copytree(os.path.join(export_dir, name), tmp, dirs_exist_ok=True)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return version

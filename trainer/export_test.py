@@ -1,0 +1,148 @@
+"""Tests for the exported servables: raw ids in, Eq. 20 top-N out, for the exact and the ScaNN graph."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import trainer  # noqa: F401
+import scann  # noqa: F401  (registers the ScaNN ops before a ScaNN SavedModel is loaded)
+from trainer import config, export, synthetic, train
+from trainer.sequences import SequenceData, evaluation_set
+
+TINY = {
+    "embedding_dim": 16,
+    "num_interests": 2,
+    "max_length": 6,
+    "batch_size": 32,
+    "num_negatives": 32,
+    "diffusion_steps": 4,
+    "max_steps": 60,
+    "eval_every": 30,
+    "steps_per_call": 10,
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    events = synthetic.generate(synthetic.SyntheticConfig(users=400, items=300, topics=8, seed=1))
+    data = SequenceData.from_interactions(events)
+    result = train.train(config.variant_config("dmi", TINY), data, verbose=0)
+    export_dir = str(tmp_path_factory.mktemp("export"))
+    paths = export.export_servables(result.model, data.vocabulary, export_dir, top_n=10, max_top_n=60)
+    loaded = {name: tf.saved_model.load(path) for name, path in paths.items()}
+    return result.model, data, export_dir, loaded
+
+
+def _serve(servable, history, top_n=10, exclude_history=False):
+    """Calls serving_default in-process. (TF Serving fills the recorded defaults; Python calls do not.)"""
+    return servable.signatures["serving_default"](
+        history=tf.constant(history), top_n=tf.constant(top_n), exclude_history=tf.constant(exclude_history)
+    )
+
+
+def _ids(data, rows):
+    return np.array(
+        [[data.vocabulary.item_ids[i - 1] if i else "" for i in row] for row in rows], dtype=object
+    )
+
+
+def _brute_force(model, history_indices, n, exclude=False):
+    z = model.user_interests(tf.constant(history_indices)).numpy()
+    table = model.item_table.numpy()[1:]
+    scores = np.max(np.einsum("bkd,nd->bkn", z, table), axis=1)
+    if exclude:
+        for row, history in enumerate(history_indices):
+            scores[row, history[history > 0] - 1] = -np.inf
+    return np.argsort(-scores, axis=1, kind="stable")[:, :n] + 1, -np.sort(-scores, axis=1)[:, :n]
+
+
+def test_exact_servable_equals_numpy_brute_force(exported):
+    model, data, _, loaded = exported
+    histories = evaluation_set(data.test, model.config.max_length).histories[:16]
+    out = _serve(loaded[export.EXACT], _ids(data, histories))
+    expected_ids, expected_scores = _brute_force(model, histories, 10)
+    np.testing.assert_allclose(out["scores"].numpy(), expected_scores, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(out["item_ids"].numpy().astype(str), _ids(data, expected_ids))
+    out = _serve(loaded[export.EXACT], _ids(data, histories), top_n=5, exclude_history=True)
+    expected_ids, _ = _brute_force(model, histories, 5, exclude=True)
+    np.testing.assert_array_equal(out["item_ids"].numpy().astype(str), _ids(data, expected_ids))
+
+
+def test_raw_unknown_long_and_empty_histories(exported):
+    model, data, _, loaded = exported
+    serve = loaded[export.EXACT]
+    known = list(data.vocabulary.item_ids[:3])
+    # Unknown ids are ignored; a history longer than L keeps its last L known items.
+    with_unknown = _serve(serve, [known + ["never-seen", ""]])
+    plain = _serve(serve, [known])
+    np.testing.assert_array_equal(with_unknown["item_ids"], plain["item_ids"])
+    long_history = list(data.vocabulary.item_ids[:20])
+    np.testing.assert_array_equal(
+        _serve(serve, [long_history])["item_ids"],
+        _serve(serve, [long_history[-model.config.max_length :]])["item_ids"],
+    )
+    # Nothing known: the most popular items.
+    empty = _serve(serve, [["", ""], ["nope", ""]], top_n=4)
+    popular = np.array(data.vocabulary.item_ids[:4], dtype=object)
+    for row in empty["item_ids"].numpy().astype(str):
+        np.testing.assert_array_equal(row, popular)
+
+
+def test_top_n_out_of_range_is_an_invalid_argument(exported):
+    _, data, _, loaded = exported
+    for bad in (0, 61):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="top_n must be"):
+            _serve(loaded[export.EXACT], [[data.vocabulary.item_ids[0]]], top_n=bad)
+
+
+def test_user_interests_signature_matches_the_model(exported):
+    model, data, _, loaded = exported
+    histories = evaluation_set(data.test, model.config.max_length).histories[:8]
+    out = loaded[export.SCANN].signatures["user_interests"](history=tf.constant(_ids(data, histories)))
+    np.testing.assert_allclose(out["interests"], model.user_interests(tf.constant(histories)), atol=1e-5)
+
+
+def test_scann_recall_against_exact(exported):
+    model, data, _, loaded = exported
+    histories = _ids(data, evaluation_set(data.test, model.config.max_length).histories)
+    exact = _serve(loaded[export.EXACT], histories, top_n=50)
+    approx = _serve(loaded[export.SCANN], histories, top_n=50)
+    exact_ids, approx_ids = exact["item_ids"].numpy(), approx["item_ids"].numpy()
+    recall = np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx_ids, exact_ids)])
+    assert recall >= 0.95
+
+
+def test_saved_models_carry_defaults_and_warmup(exported):
+    _, _, export_dir, _ = exported
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    for name in export.SERVABLES:
+        saved = saved_model_pb2.SavedModel()
+        with open(os.path.join(export_dir, name, "saved_model.pb"), "rb") as f:
+            saved.ParseFromString(f.read())
+        signature = saved.meta_graphs[0].signature_def["serving_default"]
+        assert set(signature.inputs) == {"history", "top_n", "exclude_history"}
+        assert set(signature.defaults) == {"top_n", "exclude_history"}
+        assert os.path.getsize(os.path.join(export_dir, name, export.WARMUP_FILE)) > 0
+
+
+def test_merge_candidates_keeps_best_score_and_drops_excluded():
+    scores = tf.constant([[5.0, 4.0, 3.0, 4.5, 2.0, 1.0]])
+    indices = tf.constant([[7, 3, 9, 7, 0, 4]])
+    values, ids = export.merge_candidates(scores, indices, tf.constant([[9, 0]]), 3)
+    np.testing.assert_array_equal(ids, [[7, 3, 4]])
+    np.testing.assert_array_equal(values, [[5.0, 4.0, 1.0]])
+
+
+def test_push_servables_writes_integer_versions_atomically(exported, tmp_path):
+    _, _, export_dir, _ = exported
+    base = str(tmp_path / "serving")
+    assert export.push_servables(export_dir, base) == 1
+    assert export.push_servables(export_dir, base) == 2
+    for name in export.SERVABLES:
+        assert sorted(os.listdir(os.path.join(base, name))) == ["1", "2"]
+        assert os.path.exists(os.path.join(base, name, "2", "saved_model.pb"))
+    with pytest.raises(FileExistsError):
+        export.push_servables(export_dir, base, version=2)
