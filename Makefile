@@ -22,8 +22,7 @@ $(STAMP): setup.py constraints.txt
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/dmirec data synth --out $(DEMO_DIR)/log.csv
-	$(BIN)/dmirec data stats $(DEMO_DIR)/log.csv
+	$(BIN)/dmirec demo --out $(DEMO_DIR)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -287,6 +287,10 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, help="output directory (re-running resumes an interrupted run)"
     )
     train.add_argument(
+        "--serving-base",
+        help="also push the exported servables (dmi, dmi_exact) to DIR/<name>/<next version> for serving",
+    )
+    train.add_argument(
         "--set",
         action="append",
         default=[],

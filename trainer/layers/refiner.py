@@ -73,6 +73,9 @@ class DiffusionRefiner(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # The refiner owns no weights itself (its denoiser builds on first use) and is used through
+        # train_refine / serve_refine rather than __call__, so it counts as built from the start.
+        self.built = True
         self.schedule = NoiseSchedule(num_steps, alpha_min, alpha_max, noise_scale)
         self.timesteps = tuple(self.schedule.ddim_timesteps(sampling_steps))
         if not 0.0 < gamma <= 1.0:
