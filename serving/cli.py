@@ -60,6 +60,17 @@ def add_serving_commands(subparsers: argparse._SubParsersAction) -> None:
     query.set_defaults(handler=run_query)
 
 
+def _configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """Sets TensorFlow's thread pools before any model is loaded (0 keeps TensorFlow's default)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as e:  # TensorFlow already ran an op in this process: keep its pools.
+        logging.getLogger(__name__).warning("TensorFlow thread pools already set, keeping them: %s", e)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Handler of ``dmirec serve``: serves in the foreground until SIGINT or SIGTERM.
 
@@ -74,6 +85,7 @@ def run_serve(args: argparse.Namespace) -> int:
         FileNotFoundError: the model config file does not exist.
     """
     options = config.server_options_from_flags(args)
+    _configure_tensorflow_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     server = ModelServer(options)

@@ -254,6 +254,21 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         help=f"largest request/response message in bytes (default: {DEFAULT_MAX_MESSAGE_BYTES})",
     )
     parser.add_argument(
+        "--tensorflow_intra_op_parallelism",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="threads of one TensorFlow op (default: 0 = TensorFlow's choice, as tensorflow_model_server); "
+        "1 gives the lowest batch-1 latency for the DMI servables on 2 cores",
+    )
+    parser.add_argument(
+        "--tensorflow_inter_op_parallelism",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="ops run in parallel (default: 0 = TensorFlow's choice)",
+    )
+    parser.add_argument(
         "--enable_batching",
         action="store_true",
         help="merge concurrent Predict requests for the same model and signature into one run",
