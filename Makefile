@@ -32,3 +32,11 @@ test-fast: install
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
+
+# Benchmark suite (bench/): runs the benchmarks and rewrites docs/results.md. Long; see docs/results.md.
+#   make bench BENCH_ARGS="--quick"   or   BENCH_ARGS="--only serving"
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: install
+	$(BIN)/dmirec bench $(BENCH_ARGS)

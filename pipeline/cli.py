@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import trainer  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
 from trainer import cli as trainer_cli
 from trainer.interactions import LogFormatError
+from pipeline import commands as pipeline_commands
 from pipeline import demo
 from serving import cli as serving_cli
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     trainer_cli.add_data_commands(commands)
     trainer_cli.add_train_commands(commands)
+    pipeline_commands.add_pipeline_commands(commands)
     serving_cli.add_serving_commands(commands)
     demo.add_demo_command(commands)
     return parser

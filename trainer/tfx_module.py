@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.public import tfxio
 
 from trainer import config as config_lib
@@ -159,10 +160,13 @@ def model_config(custom_config: Mapping[str, Any] | None) -> config_lib.ModelCon
         key: tuple(value) if isinstance(value, list) else value
         for key, value in dict(custom_config.get(OVERRIDES_KEY) or {}).items()
     }
+    unknown = set(overrides) - {field.name for field in dataclasses.fields(config_lib.ModelConfig)}
+    if unknown:
+        raise ValueError(f"unknown ModelConfig field(s) in custom_config: {', '.join(sorted(unknown))}")
     return config_lib.variant_config(custom_config.get(MODEL_KEY, "dmi"), overrides)
 
 
-def run_fn(fn_args: Any) -> None:
+def run_fn(fn_args: FnArgs) -> None:
     """Trainer's entry point: trains with :func:`trainer.train.train` and exports the servables.
 
     The Trainer must read Transform's ``transformed_examples`` with ``train_args.splits = ["train"]`` and

@@ -7,7 +7,7 @@ Outputs:
   ``split_names``, ``payload_format`` (``FORMAT_TF_EXAMPLE``) and ``file_format`` (``tfrecords_gzip``)
   set as StatisticsGen, Transform and Trainer expect.
 - ``quarantine`` (``QuarantinedRows``): ``bad_rows-*.tsv``, ``row_counts.json``; its ``bad_rows`` and
-  ``total_rows`` properties hold the counts.
+  ``total_rows`` custom properties hold the counts.
 
 The counts are read from ``row_counts.json``, which the pipeline computes with ordinary combiners, rather
 than from Beam metrics: metric queries differ between runners (committed or only attempted values, or
@@ -166,16 +166,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP)
         )
         row_counts = read_row_counts(quarantine.uri)
-        quarantine.bad_rows = row_counts[transforms.BAD_ROWS]
-        quarantine.total_rows = row_counts[transforms.BAD_ROWS] + row_counts[transforms.GOOD_ROWS]
+        bad_rows = row_counts[transforms.BAD_ROWS]
+        total_rows = bad_rows + row_counts[transforms.GOOD_ROWS]
+        quarantine.set_int_custom_property(spec.BAD_ROWS_PROPERTY, bad_rows)
+        quarantine.set_int_custom_property(spec.TOTAL_ROWS_PROPERTY, total_rows)
         users = ", ".join(
             f"{split} {row_counts[transforms.users_key(split)]:,}" for split in transforms.SPLITS
         )
         logging.info(
             "SequenceExampleGen read %s: %s rows, %s malformed (quarantined in %s); users: %s",
             input_base,
-            f"{quarantine.total_rows:,}",
-            f"{quarantine.bad_rows:,}",
+            f"{total_rows:,}",
+            f"{bad_rows:,}",
             quarantine.uri,
             users,
         )

@@ -89,7 +89,11 @@ def test_sets_the_artifact_properties_downstream_components_read(outputs):
     assert list(examples.splits) == ["train", "eval", "test"]
     assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
     assert examples_utils.get_file_format(examples) == "tfrecords_gzip"
-    assert (quarantine.bad_rows, quarantine.total_rows) == (2, 11)
+    counts = (
+        quarantine.get_int_custom_property(spec.BAD_ROWS_PROPERTY),
+        quarantine.get_int_custom_property(spec.TOTAL_ROWS_PROPERTY),
+    )
+    assert counts == (2, 11)
 
 
 def test_quarantine_holds_the_malformed_rows_with_file_and_line(outputs, log_dir):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import trainer  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
 from tfx import types
-from tfx.types import artifact, standard_artifacts
+from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 # Execution parameters.
@@ -23,6 +23,10 @@ MAX_BAD_FRACTION_KEY = "max_bad_fraction"
 EXAMPLES_KEY = "examples"
 QUARANTINE_KEY = "quarantine"
 
+# Custom properties of the quarantine artifact.
+BAD_ROWS_PROPERTY = "bad_rows"
+TOTAL_ROWS_PROPERTY = "total_rows"
+
 
 class QuarantinedRows(types.Artifact):
     """The rows of an input log that SequenceExampleGen rejected, and the run's row counts.
@@ -33,16 +37,16 @@ class QuarantinedRows(types.Artifact):
        - ``{uri}/row_counts.json``: ``good_rows``, ``bad_rows``, the users per split and the events the
          last k-core round removed (0 when the k-core converged).
 
-    * Properties:
-       - ``bad_rows``: number of malformed rows.
-       - ``total_rows``: number of data rows read (good and malformed; header and blank lines excluded).
+    * Custom properties:
+       - ``bad_rows`` (:data:`BAD_ROWS_PROPERTY`): number of malformed rows.
+       - ``total_rows`` (:data:`TOTAL_ROWS_PROPERTY`): number of data rows read (good and malformed; header
+         and blank lines excluded).
+
+    Kubeflow Pipelines v2 accepts a custom artifact type only with a ``<namespace>.<Name>`` type name and
+    no declared ``PROPERTIES`` (its generic artifact schema has none), hence custom properties.
     """
 
-    TYPE_NAME = "QuarantinedRows"
-    PROPERTIES = {
-        "bad_rows": artifact.Property(type=artifact.PropertyType.INT),
-        "total_rows": artifact.Property(type=artifact.PropertyType.INT),
-    }
+    TYPE_NAME = "dmirec.QuarantinedRows"
 
 
 class SequenceExampleGenSpec(types.ComponentSpec):

@@ -1,0 +1,198 @@
+"""``dmirec run`` and ``dmirec compile-kfp``: the pipeline's command-line commands.
+
+:func:`add_pipeline_commands` registers both on the top-level parser (``pipeline/cli.py``). The runners
+are imported by the handlers, so ``dmirec --help`` does not load TFX.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pipeline import configs
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model, data and Beam arguments shared by ``run`` and ``compile-kfp``."""
+    from trainer.config import VARIANTS
+
+    parser.add_argument(
+        "--model",
+        default=configs.DEFAULT_MODEL,
+        choices=tuple(name for name in VARIANTS if name != "pop"),
+        help=f"model variant (default {configs.DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a ModelConfig field, e.g. --set max_steps=5000 (fields: see trainer/config.py)",
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 user split (default 0)")
+    parser.add_argument(
+        "--min-user", type=_non_negative_int, default=0, help="iterative k-core: drop users with fewer events"
+    )
+    parser.add_argument(
+        "--min-item", type=_non_negative_int, default=0, help="iterative k-core: drop items with fewer events"
+    )
+    parser.add_argument(
+        "--max-bad-fraction",
+        type=_fraction,
+        default=None,
+        help="fail when a larger fraction of the log's rows is malformed (default 0.01)",
+    )
+    parser.add_argument(
+        "--min-recall",
+        type=_fraction,
+        default=configs.DEFAULT_MIN_RECALL,
+        help=f"least test Recall@50 to bless and push a model (default {configs.DEFAULT_MIN_RECALL})",
+    )
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="a Beam pipeline option, e.g. --beam-arg=--runner=DataflowRunner (repeatable; after the defaults "
+        f"{' '.join(configs.LOCAL_BEAM_ARGS)}, so it wins over them)",
+    )
+
+
+def add_pipeline_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``run`` and ``compile-kfp`` on the top-level ``dmirec`` sub-parsers.
+
+    Args:
+      subparsers: what ``ArgumentParser.add_subparsers`` returned.
+    """
+    run = subparsers.add_parser(
+        "run",
+        help="run the TFX pipeline locally: log -> examples -> validation -> Transform -> Trainer -> "
+        "evaluation -> push",
+        description="Run the whole TFX pipeline on this machine (LocalDagRunner, SQLite ML Metadata and the "
+        "pipeline root under --out, Beam's DirectRunner on all cores). Re-running with unchanged inputs reuses "
+        "every component's output. Prints the pushed version and its test metrics.",
+    )
+    run.add_argument("--log", required=True, help="interaction log CSV file, or a directory of them")
+    run.add_argument("--out", required=True, help="output directory (ML Metadata, artifacts, serving)")
+    run.add_argument("--serving-base", help="where blessed servables are pushed (default: <out>/serving)")
+    run.add_argument(
+        "--recall-tolerance",
+        type=_fraction,
+        default=configs.DEFAULT_RECALL_TOLERANCE,
+        help="how far below the latest blessed model's Recall@50 a model may be and still be pushed "
+        f"(absolute, default {configs.DEFAULT_RECALL_TOLERANCE})",
+    )
+    run.add_argument("--no-cache", action="store_true", help="run every component even if its inputs are unchanged")
+    _add_common_arguments(run)
+    run.set_defaults(handler=run_pipeline)
+
+    compile_kfp = subparsers.add_parser(
+        "compile-kfp",
+        help="write the pipeline's Kubeflow Pipelines v2 spec (JSON)",
+        description="Compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines with "
+        "KubeflowV2DagRunner: every component runs in --image (built from the Dockerfile).",
+    )
+    compile_kfp.add_argument("--out", required=True, help="directory to write <pipeline name>.json into")
+    compile_kfp.add_argument(
+        "--image", default=configs.DEFAULT_IMAGE, help=f"container image (default {configs.DEFAULT_IMAGE})"
+    )
+    compile_kfp.add_argument(
+        "--pipeline-root",
+        default=configs.KFP_PIPELINE_ROOT,
+        help=f"artifact root (default {configs.KFP_PIPELINE_ROOT})",
+    )
+    compile_kfp.add_argument("--log", default=configs.KFP_LOG, help=f"interaction logs (default {configs.KFP_LOG})")
+    compile_kfp.add_argument(
+        "--serving-base", help="where blessed servables are pushed (default <pipeline root>/serving)"
+    )
+    _add_common_arguments(compile_kfp)
+    compile_kfp.set_defaults(handler=compile_kfp_pipeline)
+
+
+def _shared_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments both runners take, from the common arguments."""
+    from trainer.config import parse_overrides
+
+    settings = {
+        "model": args.model,
+        "overrides": parse_overrides(args.set),
+        "beam_args": [*configs.LOCAL_BEAM_ARGS, *args.beam_arg],
+        "split_seed": args.split_seed,
+        "min_user": args.min_user,
+        "min_item": args.min_item,
+        "min_recall": args.min_recall,
+        "serving_base": args.serving_base,
+    }
+    if args.max_bad_fraction is not None:
+        settings["max_bad_fraction"] = args.max_bad_fraction
+    return settings
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    """Handler of ``dmirec run``: runs the pipeline and prints what it pushed.
+
+    Args:
+      args: the parsed ``run`` arguments.
+
+    Returns:
+      Exit status: 0 when the run completed (pushed or not).
+    """
+    from pipeline import local_runner
+
+    summary = local_runner.run(
+        log=args.log,
+        out_dir=args.out,
+        recall_tolerance=args.recall_tolerance,
+        enable_cache=not args.no_cache,
+        **_shared_settings(args),
+    )
+    cached = sum(state == "CACHED" for state in summary.states.values())
+    print(f"run {summary.run_id}: {len(summary.states)} components, {cached} from the cache")
+    if summary.metrics:
+        names = sorted(summary.metrics, key=lambda key: (int(key.split("@")[1]), key))
+        print("test metrics (dmi_exact, rank-order NDCG): "
+              + "  ".join(f"{name} {summary.metrics[name]:.4f}" for name in names))
+    print(f"{'blessed' if summary.blessed else 'not blessed'}: {summary.reason}")
+    if summary.pushed:
+        print(f"pushed version {summary.version}:")
+        for name, path in sorted(summary.servables.items()):
+            print(f"  {name}: {path}")
+    else:
+        print("nothing pushed")
+    return 0
+
+
+def compile_kfp_pipeline(args: argparse.Namespace) -> int:
+    """Handler of ``dmirec compile-kfp``: writes the Kubeflow Pipelines v2 spec.
+
+    Args:
+      args: the parsed ``compile-kfp`` arguments.
+
+    Returns:
+      Exit status 0.
+    """
+    from pipeline import kubeflow_runner
+
+    path = kubeflow_runner.compile_pipeline(
+        out_dir=args.out,
+        pipeline_root=args.pipeline_root,
+        log=args.log,
+        image=args.image,
+        **_shared_settings(args),
+    )
+    print(f"wrote {path} (image {args.image})")
+    return 0

@@ -1,0 +1,103 @@
+"""Tests of create_pipeline: the DAG, each component's settings, and early failures on bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+from tfx.utils import proto_utils
+
+from pipeline import configs, pipeline
+from pipeline.components import retrieval_evaluator
+
+PATHS = {
+    "pipeline_name": "test-pipeline",
+    "pipeline_root": "/runs/root",
+    "input_base": "/logs/2024-06",
+    "schema_path": "/schemas/user_sequences.pbtxt",
+    "serving_base": "/serving",
+}
+
+
+def _components(**settings) -> dict:
+    built = pipeline.create_pipeline(**PATHS, **settings)
+    return {component.id: component for component in built.components}
+
+
+def _producer(component, key: str) -> tuple[str, str]:
+    channel = component.inputs[key]
+    return channel.producer_component_id, channel.output_key
+
+
+def test_the_dag_in_order():
+    components = _components()
+    assert list(components) == [
+        "ImportSchemaGen", "SequenceExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",
+        "Transform", "Trainer", pipeline.EVALUATOR_ID, pipeline.PUSHER_ID,
+    ]
+    assert _producer(components["ExampleValidator"], "statistics") == ("StatisticsGen", "statistics")
+    assert _producer(components["ValidationGate"], "anomalies") == ("ExampleValidator", "anomalies")
+    # Transform (and so Trainer) only ever sees examples that passed validation.
+    assert _producer(components["Transform"], "schema") == ("ValidationGate", "validated_schema")
+    assert _producer(components["Trainer"], "examples") == ("Transform", "transformed_examples")
+    assert _producer(components["Trainer"], "transform_graph") == ("Transform", "transform_graph")
+    assert _producer(components[pipeline.EVALUATOR_ID], "model") == ("Trainer", "model")
+    assert _producer(components[pipeline.EVALUATOR_ID], "examples") == ("Transform", "transformed_examples")
+    assert _producer(components[pipeline.PUSHER_ID], "model_blessing") == (pipeline.EVALUATOR_ID, "blessing")
+
+
+def test_components_carry_the_settings():
+    components = _components(model="remi", overrides={"embedding_dim": 16, "ydnn_hidden_units": (32,)},
+                             split_seed=3, min_user=5, min_item=4, min_recall=0.1, recall_tolerance=0.02)
+    gen = components["SequenceExampleGen"].exec_properties
+    assert (gen["input_base"], gen["split_seed"], gen["min_user"], gen["min_item"]) == ("/logs/2024-06", 3, 5, 4)
+    assert components["ImportSchemaGen"].exec_properties["schema_file"] == PATHS["schema_path"]
+
+    transform = components["Transform"].exec_properties
+    assert transform["preprocessing_fn"] == configs.PREPROCESSING_FN and transform["module_file"] is None
+    assert json.loads(transform["splits_config"]) == {
+        "analyze": ["train", "eval", "test"], "transform": ["train", "eval", "test"]
+    }
+
+    trainer = components["Trainer"].exec_properties
+    assert trainer["run_fn"] == configs.RUN_FN
+    assert json.loads(trainer["train_args"]) == {"splits": ["train"]}
+    assert json.loads(trainer["eval_args"]) == {"splits": ["eval", "test"]}
+    assert json.loads(trainer["custom_config"]) == {
+        "model": "remi", "overrides": {"embedding_dim": 16, "ydnn_hidden_units": [32]}
+    }
+
+    evaluator = components[pipeline.EVALUATOR_ID].exec_properties
+    assert evaluator[retrieval_evaluator.MIN_RECALL_KEY] == 0.1
+    assert evaluator[retrieval_evaluator.RECALL_TOLERANCE_KEY] == 0.02
+    assert components[pipeline.PUSHER_ID].exec_properties["serving_base"] == "/serving"
+
+
+def test_pipeline_settings():
+    connection = tfx.orchestration.metadata.sqlite_metadata_connection_config("/runs/metadata.sqlite")
+    built = pipeline.create_pipeline(
+        **PATHS, metadata_connection_config=connection, beam_pipeline_args=["--direct_num_workers=1"],
+        enable_cache=False,
+    )
+    assert (built.pipeline_info.pipeline_name, built.pipeline_info.pipeline_root) == ("test-pipeline", "/runs/root")
+    assert built.beam_pipeline_args == ["--direct_num_workers=1"] and built.enable_cache is False
+    assert built.metadata_connection_config == connection
+    evaluator = {c.id: c for c in built.components}[pipeline.EVALUATOR_ID]
+    serialized = evaluator.exec_properties[retrieval_evaluator.METADATA_CONNECTION_KEY]
+    assert proto_utils.json_to_proto(serialized, metadata_store_pb2.ConnectionConfig()) == connection
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"model": "pop"}, "has no servable"),
+        ({"model": "nope"}, "unknown model"),
+        ({"overrides": {"embedding_dim": 0}}, "embedding_dim must be >= 1"),
+        ({"min_recall": 2.0}, r"min_recall must be in \[0, 1\]"),
+    ],
+)
+def test_bad_settings_fail_when_the_pipeline_is_built(settings, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.create_pipeline(**PATHS, **settings)
