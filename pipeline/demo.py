@@ -1,7 +1,9 @@
 """``dmirec demo``: the main job end to end on the default synthetic data, from raw log to served top-N.
 
 1. writes the default synthetic interaction log (``trainer.synthetic``);
-2. trains DMI on it and pushes the blessed servables (``dmi``, ``dmi_exact``) to a serving directory;
+2. runs the TFX pipeline on it (``pipeline.local_runner``: ExampleGen -> validation -> Transform ->
+   Trainer -> evaluator -> pusher), which trains DMI and pushes the blessed servables (``dmi``,
+   ``dmi_exact``) to ``<out>/serving``;
 3. starts the local model server (TF Serving's gRPC API) on loopback, asks it for the top-10 items of a
    few held-out users through gRPC, prints them with the latency of each call, and stops the server.
 """
@@ -13,12 +15,12 @@ import os
 import statistics
 import time
 
+from pipeline import configs, local_runner
 from serving.client import RetrievalClient
 from serving.config import ModelConfig, ServerOptions
 from serving.server import ModelServer
-from trainer import config as config_lib
 from trainer import export, interactions, synthetic
-from trainer import train as train_lib
+from trainer.config import VARIANTS, variant_config
 from trainer.sequences import SequenceData, evaluation_set
 
 # Small enough to train in about a minute on 2 cores, long enough to separate the models clearly.
@@ -27,23 +29,32 @@ DEMO_USERS = 3
 
 
 def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
-    """Runs the demo into ``out_dir`` (log, model, serving directory)."""
+    """Runs the demo into ``out_dir`` (log, pipeline outputs and metadata, serving directory)."""
     log = os.path.join(out_dir, "log.csv")
     interactions.write_log(log, synthetic.generate(synthetic.SyntheticConfig()))
     print(interactions.log_stats(interactions.read_interactions(log)).to_text())
 
-    data = SequenceData.from_interactions(interactions.read_interactions(log))
-    result = train_lib.train(
-        config_lib.variant_config(model, DEMO_OVERRIDES), data, os.path.join(out_dir, "model")
+    summary = local_runner.run(
+        log=log,
+        out_dir=os.path.join(out_dir, "pipeline"),
+        model=model,
+        overrides=DEMO_OVERRIDES,
+        serving_base=os.path.join(out_dir, "serving"),
+        beam_args=configs.IN_PROCESS_BEAM_ARGS,
     )
-    print(f"test metrics: " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(result.test.items())))
-    export_dir = os.path.join(out_dir, "model", "export")
-    export.export_servables(result.model, data.vocabulary, export_dir)
+    cached = sum(state == "CACHED" for state in summary.states.values())
+    print(f"pipeline run {summary.run_id}: {len(summary.states)} components ({cached} from the cache)")
+    print("test metrics: " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(summary.metrics.items())))
+    print(f"{'blessed' if summary.blessed else 'not blessed'}: {summary.reason}")
     serving_base = os.path.join(out_dir, "serving")
-    version = export.push_servables(export_dir, serving_base)
-    print(f"pushed version {version} of {', '.join(export.SERVABLES)} to {serving_base}")
+    if not all(export.latest_version(os.path.join(serving_base, name)) for name in export.SERVABLES):
+        raise RuntimeError(f"no blessed model was ever pushed to {serving_base}; nothing to serve")
+    if summary.pushed:
+        print(f"pushed version {summary.version} to {serving_base}")
 
-    users = evaluation_set(data.test, result.config.max_length)
+    # Held-out (test) users of the same seeded split the pipeline used; their histories as raw ids.
+    data = SequenceData.from_interactions(interactions.read_interactions(log))
+    users = evaluation_set(data.test, variant_config(model, DEMO_OVERRIDES).max_length)
     options = ServerOptions(
         models=tuple(ModelConfig(name, os.path.join(serving_base, name)) for name in export.SERVABLES), port=0
     )
@@ -59,7 +70,7 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
                     latencies.append(1000 * (time.perf_counter() - start))
                     targets = {data.vocabulary.item_ids[i - 1] for i in users.targets[row]}
                     hits = sum(item in targets for item, _ in items)
-                    print(f"[{name}] user {users.user_ids[row]} history {' '.join(history[-5:])} ...")
+                    print(f"[{name}] user {users.user_ids[row]}, last items {' '.join(history[-5:])}")
                     print(f"  top-{top_n}: " + " ".join(f"{item}({score:.2f})" for item, score in items))
                     print(f"  {hits} of {len(targets)} held-out items in the list")
                 print(f"[{name}] gRPC latency per call: median {statistics.median(latencies):.1f} ms")
@@ -78,6 +89,6 @@ def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    neural = tuple(name for name in config_lib.VARIANTS if name != "pop")
+    neural = tuple(name for name in VARIANTS if name != "pop")
     parser.add_argument("--model", default="dmi", choices=neural, help="variant (default dmi)")
     parser.set_defaults(handler=_handle)

@@ -42,7 +42,7 @@ class SyntheticConfig:
 
     users: int = 3000
     items: int = 1000
-    topics: int = 25
+    topics: int = 100
     min_topics_per_user: int = 2
     max_topics_per_user: int = 4
     min_length: int = 8
