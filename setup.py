@@ -12,7 +12,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.12",
-    packages=find_packages(include=["trainer", "trainer.*", "pipeline", "pipeline.*", "serving", "serving.*"]),
+    packages=find_packages(include=["trainer", "trainer.*", "pipeline", "pipeline.*", "serving", "serving.*", "bench", "bench.*"]),
     include_package_data=True,
     package_data={"": ["*.pbtxt"]},
     install_requires=[

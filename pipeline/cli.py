@@ -14,6 +14,7 @@ import trainer  # noqa: F401  (selects Keras 2 before anything imports TensorFlo
 from trainer import cli as trainer_cli
 from trainer.interactions import LogFormatError
 from pipeline import commands as pipeline_commands
+from bench import cli as bench_cli
 from pipeline import demo
 from serving import cli as serving_cli
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_commands.add_pipeline_commands(commands)
     serving_cli.add_serving_commands(commands)
     demo.add_demo_command(commands)
+    bench_cli.add_bench_command(commands)
     return parser
 
 

@@ -1,0 +1,138 @@
+"""The DMI paper's ablation (Table 3) on Beauty: DMI-diff (= REMI), DMI-T, DMI-IP, DMI-GD and DMI.
+
+- DMI-diff: no diffusion module, the coarse interests alone: the ``remi`` variant (its learning rate is
+  REMI's 1e-3, as in :mod:`bench.reproduce`);
+- DMI-T: an MLP denoiser instead of the cross-attention transformer (``dmi-T``);
+- DMI-IP: no item pruning, the denoiser attends to every history item (``dmi-IP``, gamma = 1);
+- DMI-GD: no stop-gradient, the denoised vector alone is the interest (``dmi-GD``);
+- DMI: the full model.
+
+Reports Recall@50 and NDCG@50 (rank order) and the relative improvement of Recall@50 over DMI-diff, beside
+the paper's Table 3, which has Book and Gowalla only (its Book column is shown for reference).
+Training goes through :func:`bench.reproduce.train_and_test`.
+
+    python -m bench.ablation             # full schedule, 1 seed each
+    python -m bench.ablation --quick     # 500 steps each (minutes)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench import common
+from bench.reproduce import RunSpec, train_and_test
+
+MODULE = "bench.ablation"
+# Row label -> trainer variant.
+VARIANTS = {"dmi-diff": "remi", "dmi-T": "dmi-T", "dmi-IP": "dmi-IP", "dmi-GD": "dmi-GD", "dmi": "dmi"}
+BASELINE = "dmi-diff"
+QUICK_STEPS = {"max_steps": 500, "eval_every": 250, "patience": 2}
+
+
+def table_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Variant, our Recall@50 / NDCG@50 / improvement, the paper's Book numbers."""
+    header = ["variant", "R@50", "ND@50", "Improv. (R@50)", "paper Book R@50", "ND@50", "Improv."]
+    variants = result["variants"]
+    base = variants.get(BASELINE, {}).get("recall@50", {}).get("mean")
+    paper_base = common.PAPER_TABLE3_BOOK[BASELINE]["recall@50"]
+    rows = []
+    for label in VARIANTS:
+        if label not in variants:
+            continue
+        entry = variants[label]
+        mean = entry["recall@50"]["mean"]
+        paper = common.PAPER_TABLE3_BOOK[label]
+        rows.append(
+            [
+                label,
+                common.format_stat(entry["recall@50"]),
+                common.format_stat(entry["ndcg@50"]),
+                "—" if label == BASELINE or not base else common.format_percent(mean / base - 1),
+                f"{paper['recall@50']:.4f}",
+                f"{paper['ndcg@50']:.4f}",
+                "—" if label == BASELINE else common.format_percent(paper["recall@50"] / paper_base - 1),
+            ]
+        )
+    return header, rows
+
+
+def plot(result: Mapping[str, Any], path: str) -> str:
+    """Recall@50 per variant (error bars: std over seeds when there are several)."""
+    plt = common.pyplot()
+    labels = [label for label in VARIANTS if label in result["variants"]]
+    means = [result["variants"][label]["recall@50"]["mean"] for label in labels]
+    stds = [result["variants"][label]["recall@50"]["std"] or 0.0 for label in labels]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.bar(labels, means, yerr=stds, color=["#999999"] + ["#4c72b0"] * (len(labels) - 1), capsize=4)
+    for x, value in enumerate(means):
+        axis.text(x, value, f"{value:.4f}", ha="center", va="bottom", fontsize=8)
+    axis.set_ylabel("test Recall@50")
+    mode = "quick" if result["quick"] else "full"
+    axis.set_title(f"Ablation on {result['data']['name']} ({mode} schedule)")
+    axis.grid(axis="y", alpha=0.3)
+    return common.save_figure(figure, path)
+
+
+def parse_args(argv: Sequence[str]) -> Any:
+    parser = common.base_parser(MODULE, __doc__)
+    common.add_data_arguments(parser)
+    parser.add_argument(
+        "--variants",
+        type=common.parse_name_list(tuple(VARIANTS)),
+        default=list(VARIANTS),
+        help=f"comma-separated variants (default: {','.join(VARIANTS)})",
+    )
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per variant (default 1)")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the runs of an existing result file with the same config"
+    )
+    common.add_set_argument(parser)
+    common.add_thread_arguments(parser, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    started = time.perf_counter()
+    threads = common.configure_threads(args)
+    from trainer.config import parse_overrides
+
+    base_schedule = dict(QUICK_STEPS) if args.quick else common.schedule(args.data, False)
+    overrides = {**base_schedule, **parse_overrides(args.set)}
+    stem = "ablation" if args.data == "beauty" else f"ablation_{args.data}"
+    path = common.result_path(args.out, stem, args.quick)
+    dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
+    result: dict[str, Any] = {
+        **common.run_metadata(MODULE, argv, args.quick),
+        "data": dataset.describe(),
+        "schedule_and_overrides": overrides,
+        "threads": threads,
+        "variant_of": {label: VARIANTS[label] for label in args.variants},
+        "ndcg": "rank order, IDCG over the number of hits (protocol.md)",
+        "variants": {},
+    }
+    previous = common.read_json(path) if args.resume else None
+    if previous:
+        result["variants"] = {k: v for k, v in previous.get("variants", {}).items() if k in args.variants}
+    seeds = tuple(range(args.seeds))
+    specs = [RunSpec(label, VARIANTS[label], overrides, seeds) for label in args.variants]
+    train_and_test(specs, dataset.data, result["variants"], save=lambda: common.write_json(path, result))
+    result["variants"] = {label: result["variants"][label] for label in args.variants}
+    result["figure"] = os.path.basename(plot(result, common.result_path(args.out, stem, args.quick, ".png")))
+    common.finish_metadata(result, started)
+    common.write_json(path, result)
+
+    print(f"\nAblation on {args.data} ({overrides}); NDCG in rank order")
+    print(common.text_table(*table_rows(result)))
+    print("The paper's Table 3 has no Beauty column; its Book numbers are shown for reference.")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,963 @@
+"""Serving latency and throughput of the exported servables through gRPC on loopback.
+
+For each catalogue the trained model is exported with :func:`trainer.export.export_servables` (``dmi``:
+ScaNN index; ``dmi_exact``: brute force, Eq. 20) into TF Serving's layout, served by ``dmirec serve`` (the
+project's TF Serving-compatible server, in a child process on 127.0.0.1) and measured with prebuilt
+``PredictRequest`` messages on ``PredictionService.Predict`` (``serving_default``, ``top_n`` = 50):
+
+- latency at batch 1 and batch 32 (p50 / p95 / p99), sequential requests for ``--duration`` seconds;
+- throughput with N concurrent clients (one channel and thread each) for ``--duration`` seconds;
+- the same signature called in-process on the loaded SavedModel (inputs already tensors): the model's own
+  cost, so that gRPC minus in-process is the server's overhead (protos, Python handler, transport);
+- ScaNN Recall@50 against exact retrieval: the mean share of the exact top 50 that ``dmi`` returns, for
+  the same test-user histories through both.
+
+Catalogues:
+
+- ``trained`` (labelled ``beauty``): a DMI model trained on Beauty (``--model-dir``, or trained here:
+  2,000 steps, ``--quick`` 500), its 12,101 items;
+- ``grown`` (labelled ``1m``): the SAME trained model with its item table grown to ``--items``
+  (1,000,000) rows: rows 1..12,101 keep the trained Beauty embeddings (so the test histories keep their
+  meaning) and the others are Gaussian vectors with the trained table's per-dimension mean and standard
+  deviation, under synthetic ids. It measures retrieval COST at that size (and ScaNN's agreement with
+  exact search on such vectors), not recommendation quality.
+
+If ScaNN's default parameters miss the targets (1M: Recall@50 >= 0.95 vs exact at >= 10x lower latency),
+a few ``scann_leaves`` / ``scann_leaves_to_search`` settings are tried in-process and recorded, and the best
+is exported and served.
+
+    python -m bench.serving_latency                  # beauty and 1m
+    python -m bench.serving_latency --quick          # beauty only, short measurements
+    python -m bench.serving_latency --model-dir runs/dmi --catalogues trained
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bench import common
+
+MODULE = "bench.serving_latency"
+SERVABLE_NAMES = ("dmi_exact", "dmi")
+CATALOGUES = ("trained", "grown")
+TOP_N = 50
+TARGETS = {
+    "beauty_p50_ms": 3.0,
+    "beauty_p99_ms": 10.0,
+    "scann_recall_at_50": 0.95,
+    "scann_speedup": 10.0,
+}
+CATALOGUE_NOTE = (
+    "The trained Beauty model's user tower with an item table of {items:,} rows: rows 1..{trained:,} are "
+    "the trained Beauty embeddings (the test histories keep their meaning), the other {extra:,} rows are "
+    "Gaussian with the trained table's per-dimension mean and std, under synthetic ids. This measures "
+    "retrieval cost at that size, not recommendation quality."
+)
+
+
+# ----- model and catalogues ----------------------------------------------------------------------------
+
+
+def trained_model(args: Any, dataset: Any | None) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """``(config, vocabulary, model, info)``: ``--model-dir`` loaded, or a DMI model trained here."""
+    from trainer import train as train_lib
+
+    if args.model_dir:
+        config, vocabulary, model = train_lib.load_model(args.model_dir)
+        return config, vocabulary, model, {"source": os.path.abspath(args.model_dir)}
+    steps = args.train_steps or (500 if args.quick else 2000)
+    out_dir = os.path.join(args.work_dir, "serving_latency", f"model_{steps}")
+    overrides = {"max_steps": steps, "eval_every": min(500, steps), "patience": 10**9}
+    common.log(f"training dmi on {dataset.name} for {steps} steps into {out_dir}")
+    result, record = common.train_run("dmi", dataset.data, overrides, seed=0, out_dir=out_dir)
+    info = {
+        "source": f"trained here: dmi, {steps} steps on {dataset.name} ({out_dir})",
+        "test": record["test"],
+        "steps": record["steps"],
+        "wall_time_s": record["wall_time_s"],
+    }
+    return result.config, dataset.data.vocabulary, result.model, info
+
+
+def grown_catalogue(model: Any, vocabulary: Any, num_items: int, seed: int) -> tuple[Any, Any]:
+    """The trained model with an item table of ``num_items`` rows (see the module docstring)."""
+    from trainer.sequences import Vocabulary
+    from trainer.train import build_model
+
+    trained = model.item_table.numpy()
+    if num_items <= model.num_items:
+        raise ValueError(f"--items ({num_items:,}) must exceed the trained catalogue ({model.num_items:,})")
+    rows = trained[1:]
+    rng = np.random.default_rng(seed)
+    extra = rng.standard_normal((num_items - model.num_items, rows.shape[1]), dtype=np.float32)
+    extra = extra * rows.std(axis=0, keepdims=True) + rows.mean(axis=0, keepdims=True)
+    table = np.concatenate([trained, extra.astype(np.float32)])
+    big_vocabulary = Vocabulary(
+        vocabulary.item_ids + tuple(f"synthetic-{i}" for i in range(model.num_items + 1, num_items + 1)),
+        vocabulary.counts + (0,) * (num_items - model.num_items),
+    )
+    big = build_model(model.config, big_vocabulary)
+    position = [w.ref() for w in model.weights].index(model.item_table.ref())
+    weights = model.get_weights()
+    weights[position] = table
+    big.set_weights(weights)
+    return big, big_vocabulary
+
+
+def size_label(items: int) -> str:
+    """1000000 -> ``1m``, 20000 -> ``20k``."""
+    if items % 1_000_000 == 0:
+        return f"{items // 1_000_000}m"
+    if items % 1000 == 0:
+        return f"{items // 1000}k"
+    return str(items)
+
+
+def default_scann_parameters(num_items: int, max_top_n: int, max_length: int) -> tuple[int, int]:
+    """The ``(leaves, leaves_to_search)`` that :class:`trainer.export.RetrievalServable` picks by default
+    (mirrored here only to report them)."""
+    per_interest = min(max_top_n + max_length, num_items)
+    leaves = max(1, int(round(np.sqrt(num_items))))
+    searched = max(leaves // 5, int(np.ceil(4 * per_interest * leaves / num_items)))
+    return leaves, max(1, min(leaves, searched))
+
+
+def export_layout(
+    model: Any, vocabulary: Any, directory: str, max_top_n: int, leaves: int | None, searched: int | None
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Exports both servables and arranges them as ``<directory>/serving/<name>/1`` (TF Serving's layout)."""
+    from trainer import export
+
+    export_dir = os.path.join(directory, "export")
+    serving = os.path.join(directory, "serving")
+    shutil.rmtree(serving, ignore_errors=True)
+    started = time.perf_counter()
+    paths = export.export_servables(
+        model,
+        vocabulary,
+        export_dir,
+        top_n=TOP_N,
+        max_top_n=max_top_n,
+        scann=True,
+        scann_leaves=leaves,
+        scann_leaves_to_search=searched,
+    )
+    seconds = time.perf_counter() - started
+    layout = {}
+    for name, path in paths.items():
+        target = os.path.join(serving, name, "1")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(path, target)
+        layout[name] = target
+    sizes = {name: round(_directory_bytes(path) / 2**20, 1) for name, path in layout.items()}
+    return layout, {"export_seconds": round(seconds, 1), "size_mb": sizes}
+
+
+def _directory_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def raw_histories(histories: np.ndarray, vocabulary: Any) -> list[list[str]]:
+    """Padded index histories -> raw item-id lists (what a client sends)."""
+    return [[vocabulary.item_ids[i - 1] for i in row if i > 0] for row in histories]
+
+
+def chunks(histories: Sequence[Sequence[str]], batch: int) -> list[Sequence[Sequence[str]]]:
+    return [histories[i : i + batch] for i in range(0, len(histories) - batch + 1, batch)]
+
+
+# ----- in-process ---------------------------------------------------------------------------------------
+
+
+def string_tensor(histories: Sequence[Sequence[str]]) -> Any:
+    import tensorflow as tf
+
+    from serving.client import history_array
+
+    return tf.constant(history_array(histories), dtype=tf.string)
+
+
+def saved_model_function(path: str) -> tuple[Any, Callable[[Any], Any]]:
+    """Loads a SavedModel; returns it (keep it alive) and ``history tensor -> outputs`` of serving_default."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+    top_n = tf.constant(TOP_N, tf.int32)
+    exclude = tf.constant(False)
+    return loaded, lambda history: signature(history=history, top_n=top_n, exclude_history=exclude)
+
+
+def servable_function(model: Any, vocabulary: Any, max_top_n: int, leaves: int, searched: int) -> Callable:
+    """The ScaNN serving graph built in memory (no SavedModel): for the parameter sweep."""
+    import tensorflow as tf
+
+    from trainer.export import RetrievalServable
+
+    servable = RetrievalServable(model, vocabulary, TOP_N, max_top_n, True, leaves, searched)
+    function = tf.function(
+        lambda history: servable.retrieve(history, tf.constant(TOP_N), tf.constant(False)),
+        input_signature=[tf.TensorSpec([None, None], tf.string)],
+        autograph=False,
+    )
+    function.servable = servable  # keep the index alive with the function
+    return function
+
+
+def top_ids(function: Callable, batches: Sequence[Any]) -> list[np.ndarray]:
+    return [np.asarray(function(batch)["item_ids"]) for batch in batches]
+
+
+def recall_vs_exact(exact: Sequence[np.ndarray], approximate: Sequence[np.ndarray]) -> float:
+    """Mean over users of |approximate top-N ∩ exact top-N| / N."""
+    overlaps = [
+        len(set(a_row.tolist()) & set(e_row.tolist())) / len(e_row)
+        for e_batch, a_batch in zip(exact, approximate)
+        for e_row, a_row in zip(e_batch, a_batch)
+    ]
+    return float(np.mean(overlaps))
+
+
+def in_process_latency(
+    function: Callable, single: Sequence[Any], batched: Sequence[Any], duration: float
+) -> dict[str, Any]:
+    """Batch-1 and (when ``batched`` is given) batch-32 latency of a serving function called in-process."""
+    out = {}
+    for key, inputs, warmup in (("batch_1", single, 10), ("batch_32", batched, 3)):
+        if inputs:
+            seconds = _timed_loop(lambda x: function(x)["item_ids"].numpy(), inputs, duration, warmup)
+            out[key] = common.latency_summary(seconds)
+    return out
+
+
+def _timed_loop(
+    call: Callable[[Any], Any], inputs: Sequence[Any], duration: float, warmup: int = 10
+) -> list[float]:
+    """Times sequential calls for ``duration`` seconds (at least 20 calls), after ``warmup`` untimed ones."""
+    for i in range(warmup):
+        call(inputs[i % len(inputs)])
+    seconds: list[float] = []
+    deadline = time.perf_counter() + duration
+    i = 0
+    while time.perf_counter() < deadline or len(seconds) < 20:
+        start = time.perf_counter()
+        call(inputs[i % len(inputs)])
+        seconds.append(time.perf_counter() - start)
+        i += 1
+    return seconds
+
+
+# ----- gRPC ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``dmirec serve`` in a child process on 127.0.0.1, serving every servable of a layout."""
+
+    def __init__(
+        self,
+        layout: Mapping[str, str],
+        log_path: str,
+        threads: tuple[int, int] = (0, 0),
+        startup_timeout_s: float = 900.0,
+    ):
+        self.layout = dict(layout)
+        self.threads = threads
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self.address = ""
+        self.startup_seconds = 0.0
+        self._process: subprocess.Popen | None = None
+        self._log: Any = None
+
+    def __enter__(self) -> "ServerProcess":
+        from serving.client import RetrievalClient, ServingError
+
+        config_path = os.path.join(os.path.dirname(self.log_path), "models.config")
+        with open(config_path, "w", encoding="utf-8") as f:
+            f.write("model_config_list {\n")
+            for name, path in self.layout.items():
+                base = os.path.dirname(os.path.abspath(path))
+                f.write(f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}\n')
+            f.write("}\n")
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        self._log = open(self.log_path, "w", encoding="utf-8")
+        command = [
+            sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--model_config_file", config_path, "--file_system_poll_wait_seconds", "0",
+            "--tensorflow_intra_op_parallelism", str(self.threads[0]),
+            "--tensorflow_inter_op_parallelism", str(self.threads[1]),
+        ]  # fmt: skip
+        started = time.perf_counter()
+        self._process = subprocess.Popen(
+            command, cwd=common.REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = started + self.startup_timeout_s
+        pending = set(self.layout)
+        while pending:
+            if self._process.poll() is not None:
+                self.__exit__()
+                raise RuntimeError(f"the server exited with {self._process.returncode}; see {self.log_path}")
+            if time.perf_counter() > deadline:
+                self.__exit__()
+                raise TimeoutError(f"the server did not serve {sorted(pending)} in time; see {self.log_path}")
+            for name in sorted(pending):
+                try:
+                    with RetrievalClient(self.address, name, timeout_s=2.0) as client:
+                        if any(status.state == "AVAILABLE" for status in client.status()):
+                            pending.discard(name)
+                except ServingError:
+                    pass
+            if pending:
+                time.sleep(1.0)
+        self.startup_seconds = time.perf_counter() - started
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+            try:
+                self._process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def predict_requests(name: str, batches: Sequence[Sequence[Sequence[str]]]) -> list[Any]:
+    """Prebuilt ``PredictRequest`` messages for ``serving_default`` with ``top_n`` = 50."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.client import history_array
+
+    requests = []
+    for batch in batches:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        request.model_spec.signature_name = "serving_default"
+        request.inputs["history"].CopyFrom(tf.make_tensor_proto(history_array(batch)))
+        request.inputs["top_n"].CopyFrom(tf.make_tensor_proto(TOP_N, dtype=tf.int32))
+        requests.append(request)
+    return requests
+
+
+def _stub(address: str) -> tuple[Any, Any]:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from serving.config import DEFAULT_MAX_MESSAGE_BYTES
+
+    channel = grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+        ],
+    )
+    return channel, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def grpc_latency(address: str, requests: Sequence[Any], duration: float) -> dict[str, Any]:
+    """Sequential requests on one channel for ``duration`` seconds (after 20 warm-up requests)."""
+    channel, stub = _stub(address)
+    try:
+        response = stub.Predict(requests[0], timeout=60)
+        rows = requests[0].inputs["history"].tensor_shape.dim[0].size
+        shape = [d.size for d in response.outputs["item_ids"].tensor_shape.dim]
+        if shape != [rows, TOP_N]:
+            raise RuntimeError(f"unexpected response shape {shape} for {rows} rows")
+        seconds = _timed_loop(lambda r: stub.Predict(r, timeout=60), requests, duration, warmup=20)
+    finally:
+        channel.close()
+    return common.latency_summary(seconds)
+
+
+def grpc_throughput(address: str, requests: Sequence[Any], clients: int, duration: float) -> dict[str, Any]:
+    """``clients`` threads, each with its own channel, sending back-to-back for ``duration`` seconds."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(clients + 1)
+    rows = requests[0].inputs["history"].tensor_shape.dim[0].size
+
+    def client(index: int) -> None:
+        channel, stub = _stub(address)
+        try:
+            for k in range(3):
+                stub.Predict(requests[(index + k) % len(requests)], timeout=60)
+            barrier.wait()
+            deadline = time.perf_counter() + duration
+            k = index
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                stub.Predict(requests[k % len(requests)], timeout=60)
+                latencies[index].append(time.perf_counter() - start)
+                k += clients
+        except BaseException as e:  # reported below
+            errors.append(e)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.abort()
+        finally:
+            channel.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"a client failed: {errors[0]!r}")
+    done = sum(len(x) for x in latencies)
+    return {
+        "clients": clients,
+        "batch": rows,
+        "requests": done,
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(done / elapsed, 1),
+        "rows_per_s": round(done * rows / elapsed, 1),
+        "latency": common.latency_summary([s for x in latencies for s in x]),
+    }
+
+
+# ----- one catalogue ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Inputs:
+    """The requests of one run: the same test-user histories for every servable and path.
+
+    Attributes:
+      single: batch-1 history tensors (in-process calls).
+      batched: batch-32 history tensors.
+      recall: batch-32 tensors of the users scored for ScaNN's recall against exact retrieval.
+      single_raw: the batch-1 histories as raw ids (gRPC requests).
+      batched_raw: the batch-32 histories as raw ids.
+    """
+
+    single: list[Any]
+    batched: list[Any]
+    recall: list[Any]
+    single_raw: list[list[Sequence[str]]]
+    batched_raw: list[Sequence[Sequence[str]]]
+
+    @classmethod
+    def from_histories(cls, histories: Sequence[Sequence[str]], recall_users: int) -> "Inputs":
+        batched_raw = chunks(histories, 32)[:50]
+        single_raw = [[h] for h in histories[:500]]
+        return cls(
+            single=[string_tensor(h) for h in single_raw],
+            batched=[string_tensor(b) for b in batched_raw],
+            recall=[string_tensor(b) for b in chunks(histories[:recall_users], 32)],
+            single_raw=single_raw,
+            batched_raw=batched_raw,
+        )
+
+
+def measure_saved_models(layout: Mapping[str, str], inputs: Inputs, duration: float) -> dict[str, Any]:
+    """Loads both SavedModels in this process: latency, the user tower's latency, top-50 ids of the
+    recall users (``exact_ids`` / ``scann_ids``, numpy, not for the result file)."""
+    loaded = {name: saved_model_function(path) for name, path in layout.items()}
+    out: dict[str, Any] = {
+        "exact_ids": top_ids(loaded["dmi_exact"][1], inputs.recall),
+        "scann_ids": top_ids(loaded["dmi"][1], inputs.recall),
+        "in_process": {
+            name: in_process_latency(function, inputs.single, inputs.batched, duration)
+            for name, (_, function) in loaded.items()
+        },
+    }
+    interests = loaded["dmi_exact"][0].signatures["user_interests"]
+    seconds = _timed_loop(lambda x: interests(history=x)["interests"].numpy(), inputs.single, duration)
+    out["user_interests"] = {
+        "batch_1": common.latency_summary(seconds),
+        "note": "the user tower alone (signature user_interests: id lookup, extractor, DDIM refinement)",
+    }
+    del loaded
+    gc.collect()
+    return out
+
+
+def sweep_scann(
+    model: Any,
+    vocabulary: Any,
+    max_top_n: int,
+    grid: Sequence[tuple[int, int]],
+    inputs: Inputs,
+    exact_ids: Sequence[np.ndarray],
+    exact_p50_ms: float,
+    duration: float,
+) -> list[dict[str, Any]]:
+    """ScaNN recall against exact and batch-1 latency for each ``(leaves, leaves_to_search)``, in-process."""
+    rows = []
+    for leaves, searched in grid:
+        common.log(f"  ScaNN sweep: leaves {leaves}, leaves_to_search {searched}")
+        built = time.perf_counter()
+        function = servable_function(model, vocabulary, max_top_n, leaves, searched)
+        function(inputs.recall[0])
+        build_seconds = time.perf_counter() - built
+        latency = in_process_latency(function, inputs.single, [], duration)["batch_1"]
+        rows.append(
+            {
+                "scann_leaves": leaves,
+                "scann_leaves_to_search": searched,
+                "default": False,
+                "build_and_trace_seconds": round(build_seconds, 1),
+                "recall_at_50_vs_exact": recall_vs_exact(exact_ids, top_ids(function, inputs.recall)),
+                "in_process_batch_1": latency,
+                "speedup_p50": exact_p50_ms / latency["p50_ms"],
+            }
+        )
+        common.log(f"   recall {rows[-1]['recall_at_50_vs_exact']:.4f}, p50 {latency['p50_ms']:.2f} ms")
+        del function
+        gc.collect()
+    return rows
+
+
+def measure_grpc(
+    layout: Mapping[str, str], inputs: Inputs, log_path: str, threads: tuple[int, int], args: Any
+) -> dict[str, Any]:
+    """Serves the layout from a child ``dmirec serve`` and measures each servable through gRPC."""
+    out: dict[str, Any] = {"grpc": {}}
+    with ServerProcess(layout, log_path, threads) as server:
+        out["server_startup_seconds"] = round(server.startup_seconds, 1)
+        for name in SERVABLE_NAMES:
+            common.log(f"  gRPC {name}: latency at batch 1 and 32, throughput with {args.clients} clients")
+            requests_1 = predict_requests(name, inputs.single_raw)
+            requests_32 = predict_requests(name, inputs.batched_raw)
+            out["grpc"][name] = {
+                "batch_1": grpc_latency(server.address, requests_1, args.duration),
+                "batch_32": grpc_latency(server.address, requests_32, args.duration),
+                "throughput_batch_1": [
+                    grpc_throughput(server.address, requests_1, clients, args.duration)
+                    for clients in args.clients
+                ],
+            }
+            common.log(f"   {name}: p50 {out['grpc'][name]['batch_1']['p50_ms']:.2f} ms at batch 1")
+    return out
+
+
+def measure_catalogue(
+    label: str,
+    model: Any,
+    vocabulary: Any,
+    histories: Sequence[Sequence[str]],
+    args: Any,
+    note: str | None = None,
+    grown: bool = False,
+) -> dict[str, Any]:
+    """Export, in-process measurements, the ScaNN check (and sweep), then gRPC through the server.
+
+    Args:
+      label: the catalogue's name in the result (``beauty``, ``1m``).
+      model: the model to export.
+      vocabulary: its vocabulary.
+      histories: test-user histories (raw ids), the same for every measurement.
+      args: the command line.
+      note: what the catalogue is, for the result file.
+      grown: the catalogue is the grown one (the ScaNN speed-up target applies to it).
+    """
+    import scann  # noqa: F401  (registers the ScaNN ops before a SavedModel holding an index is loaded)
+
+    directory = os.path.join(args.work_dir, "serving_latency", label)
+    os.makedirs(directory, exist_ok=True)
+    max_top_n = min(args.max_top_n, model.num_items)
+    leaves, searched = default_scann_parameters(model.num_items, max_top_n, model.config.max_length)
+    result: dict[str, Any] = {"items": model.num_items, "max_top_n": max_top_n, "top_n": TOP_N}
+    if note:
+        result["note"] = note
+    inputs = Inputs.from_histories(histories, args.recall_users)
+
+    common.log(f"[{label}] exporting {model.num_items:,} items (ScaNN leaves {leaves}, searched {searched})")
+    layout, export_info = export_layout(model, vocabulary, directory, max_top_n, None, None)
+    result["export"] = {**export_info, "scann_leaves": leaves, "scann_leaves_to_search": searched}
+    common.log(f"[{label}] in-process latency, ScaNN recall@{TOP_N} vs exact ({args.recall_users} users)")
+    measured = measure_saved_models(layout, inputs, args.duration)
+    exact_ids = measured["exact_ids"]
+    recall = recall_vs_exact(exact_ids, measured["scann_ids"])
+    result["in_process"] = measured["in_process"]
+    result["in_process_user_interests"] = measured["user_interests"]
+    result["recall_users"] = sum(len(batch) for batch in exact_ids)
+    result["scann_recall_at_50_vs_exact"] = recall
+    speedup = _speedup(result["in_process"])
+    common.log(f"[{label}] ScaNN recall@50 vs exact {recall:.4f}, in-process speed-up x{speedup:.1f}")
+
+    grid = args.scann_sweep
+    if grid is None:
+        grid = _auto_sweep((leaves, searched), recall, speedup, grown, args.quick)
+    if grid:
+        default_row = {
+            "scann_leaves": leaves,
+            "scann_leaves_to_search": searched,
+            "default": True,
+            "recall_at_50_vs_exact": recall,
+            "in_process_batch_1": result["in_process"]["dmi"]["batch_1"],
+            "speedup_p50": speedup,
+        }
+        exact_p50 = result["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
+        common.log(f"[{label}] sweeping ScaNN parameters: {grid}")
+        result["sweep"] = [default_row] + sweep_scann(
+            model, vocabulary, max_top_n, grid, inputs, exact_ids, exact_p50, args.duration
+        )
+        chosen = _choose(result["sweep"])
+        result["chosen_scann"] = {k: chosen[k] for k in ("scann_leaves", "scann_leaves_to_search")}
+        if not chosen["default"]:
+            common.log(f"[{label}] re-exporting with the chosen ScaNN parameters {result['chosen_scann']}")
+            parameters = (chosen["scann_leaves"], chosen["scann_leaves_to_search"])
+            layout, export_info = export_layout(model, vocabulary, directory, max_top_n, *parameters)
+            result["export"] = {**export_info, **result["chosen_scann"]}
+            measured = measure_saved_models(layout, inputs, args.duration)
+            result["scann_recall_at_50_vs_exact"] = recall_vs_exact(exact_ids, measured["scann_ids"])
+            result["in_process"] = measured["in_process"]
+
+    common.log(f"[{label}] serving through gRPC")
+    threads = (args.intra_op_threads, args.inter_op_threads)
+    result.update(measure_grpc(layout, inputs, os.path.join(directory, "server.log"), threads, args))
+    grpc, in_process = result["grpc"], result["in_process"]
+    result["server_overhead_p50_ms"] = {
+        name: round(grpc[name]["batch_1"]["p50_ms"] - in_process[name]["batch_1"]["p50_ms"], 3)
+        for name in SERVABLE_NAMES
+    }
+    result["speedup_p50_batch_1"] = {
+        "grpc": grpc["dmi_exact"]["batch_1"]["p50_ms"] / grpc["dmi"]["batch_1"]["p50_ms"],
+        "in_process": _speedup(in_process),
+    }
+    if not args.keep_exports:
+        shutil.rmtree(os.path.join(directory, "serving"), ignore_errors=True)
+        shutil.rmtree(os.path.join(directory, "export"), ignore_errors=True)
+    return result
+
+
+def _speedup(in_process: Mapping[str, Any]) -> float:
+    return in_process["dmi_exact"]["batch_1"]["p50_ms"] / in_process["dmi"]["batch_1"]["p50_ms"]
+
+
+def _auto_sweep(
+    default: tuple[int, int], recall: float, speedup: float, grown: bool, quick: bool
+) -> list[tuple[int, int]]:
+    """A few settings around the default when it misses a target (none in --quick or when it meets them).
+
+    Too low a recall: search 2x and 4x more leaves. Too small a speed-up (the grown catalogue): search 2x
+    and 4x fewer leaves, or split into 2x more leaves.
+    """
+    if quick:
+        return []
+    leaves, searched = default
+    grid: list[tuple[int, int]] = []
+    if recall < TARGETS["scann_recall_at_50"]:
+        grid += [(leaves, min(leaves, 2 * searched)), (leaves, min(leaves, 4 * searched))]
+    if grown and speedup < TARGETS["scann_speedup"]:
+        grid += [(leaves, max(1, searched // 2)), (leaves, max(1, searched // 4)), (2 * leaves, searched)]
+    return list(dict.fromkeys(g for g in grid if g != default))
+
+
+def _choose(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The fastest setting reaching the recall target, else the one with the best recall."""
+    good = [r for r in rows if r["recall_at_50_vs_exact"] >= TARGETS["scann_recall_at_50"]]
+    if good:
+        return min(good, key=lambda r: r["in_process_batch_1"]["p50_ms"])
+    return max(rows, key=lambda r: r["recall_at_50_vs_exact"])
+
+
+# ----- report -------------------------------------------------------------------------------------------
+
+
+def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured value and whether it was reached."""
+    out = []
+    beauty = result["catalogues"].get("beauty")
+    if beauty and beauty.get("kind") == "trained":
+        for name in SERVABLE_NAMES:
+            latency = beauty["grpc"][name]["batch_1"]
+            out.append(
+                {
+                    "target": f"Beauty {name}: gRPC p50 <= {TARGETS['beauty_p50_ms']:g} ms at batch 1",
+                    "value": latency["p50_ms"],
+                    "reached": latency["p50_ms"] <= TARGETS["beauty_p50_ms"],
+                }
+            )
+            out.append(
+                {
+                    "target": f"Beauty {name}: gRPC p99 <= {TARGETS['beauty_p99_ms']:g} ms at batch 1",
+                    "value": latency["p99_ms"],
+                    "reached": latency["p99_ms"] <= TARGETS["beauty_p99_ms"],
+                }
+            )
+    for label, catalogue in result["catalogues"].items():
+        if catalogue.get("kind") != "grown":
+            continue
+        recall = catalogue["scann_recall_at_50_vs_exact"]
+        speedup = catalogue["speedup_p50_batch_1"]["grpc"]
+        items = f"{catalogue['items']:,} items"
+        out.append(
+            {
+                "target": f"{items}: ScaNN Recall@50 vs exact >= {TARGETS['scann_recall_at_50']}",
+                "value": round(recall, 4),
+                "reached": recall >= TARGETS["scann_recall_at_50"],
+            }
+        )
+        out.append(
+            {
+                "target": f"{items}: ScaNN p50 >= {TARGETS['scann_speedup']:g}x lower than exact "
+                "(gRPC, batch 1)",
+                "value": round(speedup, 2),
+                "reached": speedup >= TARGETS["scann_speedup"],
+                "in_process_speedup": round(catalogue["speedup_p50_batch_1"]["in_process"], 2),
+            }
+        )
+    return out
+
+
+def latency_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["catalogue", "servable", "path", "batch", "p50 ms", "p95 ms", "p99 ms", "requests"]
+    rows = []
+    for label, catalogue in result["catalogues"].items():
+        for name in SERVABLE_NAMES:
+            for path in ("grpc", "in_process"):
+                for batch in ("batch_1", "batch_32"):
+                    s = catalogue[path][name][batch]
+                    rows.append(
+                        [
+                            f"{label} ({catalogue['items']:,})",
+                            name,
+                            path.replace("_", "-"),
+                            batch.split("_")[1],
+                            f"{s['p50_ms']:.2f}",
+                            f"{s['p95_ms']:.2f}",
+                            f"{s['p99_ms']:.2f}",
+                            s["count"],
+                        ]
+                    )
+    return header, rows
+
+
+def throughput_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["catalogue", "servable", "clients", "requests/s", "p50 ms", "p99 ms"]
+    rows = []
+    for label, catalogue in result["catalogues"].items():
+        for name in SERVABLE_NAMES:
+            for t in catalogue["grpc"][name]["throughput_batch_1"]:
+                latency = t["latency"]
+                rows.append(
+                    [
+                        label,
+                        name,
+                        t["clients"],
+                        f"{t['requests_per_s']:.0f}",
+                        f"{latency['p50_ms']:.2f}",
+                        f"{latency['p99_ms']:.2f}",
+                    ]
+                )
+    return header, rows
+
+
+def plot(result: Mapping[str, Any], path: str) -> str:
+    """Left: batch-1 latency per catalogue and servable (gRPC, in-process). Right: throughput vs clients."""
+    plt = common.pyplot()
+    from matplotlib.ticker import ScalarFormatter
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    labels, p50, p99, inproc = [], [], [], []
+    for label, catalogue in result["catalogues"].items():
+        for name in SERVABLE_NAMES:
+            labels.append(f"{label}\n{name}")
+            p50.append(catalogue["grpc"][name]["batch_1"]["p50_ms"])
+            p99.append(catalogue["grpc"][name]["batch_1"]["p99_ms"])
+            inproc.append(catalogue["in_process"][name]["batch_1"]["p50_ms"])
+    x = np.arange(len(labels))
+    left.bar(x - 0.27, inproc, 0.27, label="in-process p50", color="#8c8c8c")
+    left.bar(x, p50, 0.27, label="gRPC p50", color="#4c72b0")
+    left.bar(x + 0.27, p99, 0.27, label="gRPC p99", color="#dd8452")
+    left.set_xticks(x, labels, fontsize=8)
+    left.set_yscale("log")
+    left.yaxis.set_major_formatter(ScalarFormatter())
+    left.set_ylabel("latency at batch 1 (ms, log)")
+    left.axhline(TARGETS["beauty_p50_ms"], color="#4c72b0", linestyle=":", linewidth=1)
+    left.axhline(TARGETS["beauty_p99_ms"], color="#dd8452", linestyle=":", linewidth=1)
+    left.legend(fontsize=8)
+    left.set_title("Latency per request (dotted: Beauty targets)")
+    for label, catalogue in result["catalogues"].items():
+        for name in SERVABLE_NAMES:
+            points = catalogue["grpc"][name]["throughput_batch_1"]
+            clients = [p["clients"] for p in points]
+            right.plot(clients, [p["requests_per_s"] for p in points], "o-", label=f"{label} {name}")
+            right.set_xticks(clients)
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    for axis in (right.xaxis, right.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+    right.set_xlabel("concurrent clients")
+    right.set_ylabel("requests/s at batch 1 (log)")
+    right.set_title("Throughput through gRPC")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    return common.save_figure(figure, path)
+
+
+def parse_sweep(text: str) -> list[tuple[int, int]]:
+    """``"1000:50,1000:100"`` -> ``[(1000, 50), (1000, 100)]``."""
+    pairs = []
+    for part in text.split(","):
+        if part.strip():
+            leaves, _, searched = part.partition(":")
+            pairs.append((int(leaves), int(searched)))
+    return pairs
+
+
+def parse_args(argv: Sequence[str]) -> Any:
+    parser = common.base_parser(MODULE, __doc__)
+    common.add_data_arguments(parser)
+    add = parser.add_argument
+    add("--model-dir", help="a trained model directory (dmirec train --out) instead of training one")
+    add("--train-steps", type=int, help="steps of the model trained here (default 2000; --quick 500)")
+    add(
+        "--catalogues",
+        type=common.parse_name_list(CATALOGUES),
+        help="trained (the model's own items, e.g. Beauty's) and/or grown (--items rows, see above); "
+        "default trained,grown; --quick: trained",
+    )
+    add("--items", type=int, default=1_000_000, help="rows of the grown catalogue (default 1,000,000)")
+    add("--duration", type=float, help="seconds per latency / throughput figure (default 5; --quick 2)")
+    add(
+        "--clients",
+        type=common.parse_int_list,
+        help="concurrent clients of the throughput figures (default 1,4,16; --quick 1,4)",
+    )
+    add("--recall-users", type=int, help="test users scored for ScaNN recall (default 1000; --quick 300)")
+    add("--max-top-n", type=int, default=200, help="max_top_n of the export (default 200, as dmirec train)")
+    add(
+        "--scann-sweep",
+        type=parse_sweep,
+        help="ScaNN settings to try, LEAVES:SEARCH,... (default: a few around the default when it misses "
+        "a target)",
+    )
+    add("--keep-exports", action="store_true", help="keep the exported SavedModels under --work-dir")
+    add("--seed", type=int, default=0, help="seed of the grown catalogue's random rows")
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=1,
+        help="TensorFlow intra-op threads of the server (its --tensorflow_intra_op_parallelism) and of the "
+        "in-process measurements (default 1: the lowest batch-1 latency on 2 cores)",
+    )
+    parser.add_argument(
+        "--inter-op-threads",
+        type=int,
+        default=0,
+        help="TensorFlow inter-op threads, likewise (default 0 = TensorFlow's choice, so that concurrent "
+        "requests can run side by side)",
+    )
+    args = parser.parse_args(argv)
+    args.catalogues = args.catalogues or (["trained"] if args.quick else list(CATALOGUES))
+    args.duration = args.duration or (2.0 if args.quick else 5.0)
+    args.clients = args.clients or ([1, 4] if args.quick else [1, 4, 16])
+    args.recall_users = args.recall_users or (300 if args.quick else 1000)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    started = time.perf_counter()
+    threads = common.configure_threads(args)
+    import scann  # noqa: F401  (before any SavedModel with a ScaNN index is loaded)
+
+    from trainer import sequences
+
+    path = common.result_path(args.out, "serving_latency", args.quick)
+    dataset = None if args.model_dir else common.load_dataset(args.data, args.beauty_path, args.split_seed)
+    config, vocabulary, model, model_info = trained_model(args, dataset)
+    if dataset is None:
+        dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
+    test_set = sequences.evaluation_set(dataset.data.test, config.max_length)
+    histories = [h for h in raw_histories(test_set.histories, vocabulary) if h]
+    result: dict[str, Any] = {
+        **common.run_metadata(MODULE, argv, args.quick),
+        "data": dataset.describe(),
+        "model": {**model_info, "config": dataclasses.asdict(config)},
+        "threads_in_process": threads,
+        "settings": {
+            "duration_s": args.duration,
+            "clients": args.clients,
+            "recall_users": args.recall_users,
+            "top_n": TOP_N,
+            "max_top_n": args.max_top_n,
+            "requests": "prebuilt PredictRequest (serving_default, top_n=50) on PredictionService.Predict; "
+            "histories of the test users, raw item ids",
+            "server": "dmirec serve (serving/server.py) in a child process on 127.0.0.1, no server-side "
+            f"batching, TensorFlow threads intra-op {args.intra_op_threads} / inter-op "
+            f"{args.inter_op_threads} (0 = TensorFlow's choice), the same in-process",
+        },
+        "targets_wanted": TARGETS,
+        "catalogues": {},
+    }
+    for kind in args.catalogues:
+        if kind == "trained":
+            label = dataset.name
+            result["catalogues"][label] = measure_catalogue(label, model, vocabulary, histories, args)
+        else:
+            label = size_label(args.items)
+            common.log(f"[{label}] growing the item table to {args.items:,} rows")
+            big, big_vocabulary = grown_catalogue(model, vocabulary, args.items, args.seed)
+            extra = args.items - model.num_items
+            note = CATALOGUE_NOTE.format(items=args.items, trained=model.num_items, extra=extra)
+            result["catalogues"][label] = measure_catalogue(
+                label, big, big_vocabulary, histories, args, note, grown=True
+            )
+            del big, big_vocabulary
+            gc.collect()
+        result["catalogues"][label]["kind"] = kind
+        common.write_json(path, result)
+    result["targets"] = targets(result)
+    figure = plot(result, common.result_path(args.out, "serving_latency", args.quick, ".png"))
+    result["figure"] = os.path.basename(figure)
+    common.finish_metadata(result, started)
+    common.write_json(path, result)
+
+    print("\nLatency (ms) through gRPC and in-process, top_n = 50")
+    print(common.text_table(*latency_rows(result)))
+    print("\nThroughput at batch 1")
+    print(common.text_table(*throughput_rows(result)))
+    for label, catalogue in result["catalogues"].items():
+        speedup = catalogue["speedup_p50_batch_1"]
+        overhead = ", ".join(f"{k} {v:.2f} ms" for k, v in catalogue["server_overhead_p50_ms"].items())
+        print(
+            f"{label}: ScaNN Recall@50 vs exact {catalogue['scann_recall_at_50_vs_exact']:.4f} "
+            f"({catalogue['recall_users']} users); exact/ScaNN p50 x{speedup['grpc']:.1f} (gRPC), "
+            f"x{speedup['in_process']:.1f} (in-process); server overhead p50 {overhead}; user tower alone "
+            f"p50 {catalogue['in_process_user_interests']['batch_1']['p50_ms']:.2f} ms"
+        )
+    print("\nTargets")
+    for target in result["targets"]:
+        print(f"  [{'x' if target['reached'] else ' '}] {target['target']}: {target['value']}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
