@@ -10,13 +10,7 @@ import argparse
 from typing import Any
 
 from pipeline import configs
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
-    return value
+from trainer import cli as trainer_cli
 
 
 def _fraction(text: str) -> float:
@@ -44,12 +38,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a ModelConfig field, e.g. --set max_steps=5000 (fields: see trainer/config.py)",
     )
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 user split (default 0)")
-    parser.add_argument(
-        "--min-user", type=_non_negative_int, default=0, help="iterative k-core: drop users with fewer events"
-    )
-    parser.add_argument(
-        "--min-item", type=_non_negative_int, default=0, help="iterative k-core: drop items with fewer events"
-    )
+    trainer_cli.add_kcore_arguments(parser)
     parser.add_argument(
         "--max-bad-fraction",
         type=_fraction,

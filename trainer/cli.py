@@ -14,23 +14,24 @@ import sys
 from trainer import interactions, synthetic
 
 
-def _positive_int(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
     return value
 
 
-def _add_kcore_arguments(parser: argparse.ArgumentParser) -> None:
+def add_kcore_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--min-user`` / ``--min-item``: iterative k-core thresholds (shared with ``dmirec run``)."""
     parser.add_argument(
         "--min-user",
-        type=_positive_int,
+        type=_non_negative_int,
         default=0,
         help="iterative k-core: drop users with fewer events (default: no filter)",
     )
     parser.add_argument(
         "--min-item",
-        type=_positive_int,
+        type=_non_negative_int,
         default=0,
         help="iterative k-core: drop items with fewer events (default: no filter)",
     )
@@ -114,7 +115,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
         "('user,item,index[,timestamp]'), amazon-json (reviewerID/asin/unixReviewTime), log "
         "(already a log: re-filter it); auto detects it from the first line (default)",
     )
-    _add_kcore_arguments(convert)
+    add_kcore_arguments(convert)
     _add_skip_bad_argument(convert)
     convert.set_defaults(handler=_convert)
 
@@ -149,7 +150,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
         help="input format (default: log)",
     )
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
-    _add_kcore_arguments(stats)
+    add_kcore_arguments(stats)
     _add_skip_bad_argument(stats)
     stats.set_defaults(handler=_stats)
 
@@ -268,7 +269,7 @@ def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inter-op-threads", type=int, default=1, help="TensorFlow inter-op threads (default 1)"
     )
-    _add_kcore_arguments(parser)
+    add_kcore_arguments(parser)
     _add_skip_bad_argument(parser)
 
 
