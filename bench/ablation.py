@@ -92,6 +92,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     )
     common.add_set_argument(parser)
     common.add_thread_arguments(parser, default=1)
+    common.add_jobs_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -121,7 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["variants"] = {k: v for k, v in previous.get("variants", {}).items() if k in args.variants}
     seeds = tuple(range(args.seeds))
     specs = [RunSpec(label, VARIANTS[label], overrides, seeds) for label in args.variants]
-    train_and_test(specs, dataset.data, result["variants"], save=lambda: common.write_json(path, result))
+    train_and_test(
+        specs,
+        dataset.data,
+        result["variants"],
+        save=lambda: common.write_json(path, result),
+        jobs=args.jobs,
+        threads=threads,
+    )
     result["variants"] = {label: result["variants"][label] for label in args.variants}
     result["figure"] = os.path.basename(plot(result, common.result_path(args.out, stem, args.quick, ".png")))
     common.finish_metadata(result, started)

@@ -380,6 +380,7 @@ def train_run(
     seed: int = 0,
     out_dir: str | None = None,
     verbose: int | str | None = None,
+    evaluate_test: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """Trains and tests one model with :func:`trainer.train.train` and records the run.
 
@@ -390,6 +391,7 @@ def train_run(
       seed: the config's seed (initialisation, batches, diffusion noise).
       out_dir: where :func:`trainer.train.train` writes the model (None: in memory only).
       verbose: Keras progress verbosity; None: a progress bar on a terminal, one line per period otherwise.
+      evaluate_test: False never touches test users (``test`` is then empty): for tuning.
 
     Returns:
       ``(result, record)``: the :class:`trainer.train.TrainingResult` and a JSON-ready record of the run
@@ -404,7 +406,7 @@ def train_run(
     started = time.perf_counter()
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
-    result = train_lib.train(config, data, out_dir, verbose=verbose)
+    result = train_lib.train(config, data, out_dir, verbose=verbose, evaluate_test=evaluate_test)
     wall = time.perf_counter() - started
     record = {
         "seed": seed,
@@ -428,6 +430,69 @@ def train_run(
         ],
     }
     return result, record
+
+
+def _worker_init(threads: Mapping[str, int], data: Any) -> None:
+    """Initialises a :func:`parallel_runs` worker: thread counts first, then the shared data."""
+    import tensorflow as tf
+
+    from trainer import runtime
+
+    tf.get_logger().setLevel("ERROR")
+    runtime.configure_threads(threads.get("intra_op", 1), threads.get("inter_op", 1))
+    global _WORKER_DATA
+    _WORKER_DATA = data
+
+
+_WORKER_DATA: Any = None  # the data of a parallel_runs worker process, set once by _worker_init
+
+
+def _worker_run(
+    task: tuple[Any, int, str, Mapping[str, Any]], verbose: int
+) -> tuple[Any, int, dict[str, Any]]:
+    key, seed, model, overrides = task
+    log(f"== {model} {dict(overrides)} seed {seed} (worker {os.getpid()})")
+    _, record = train_run(model, _WORKER_DATA, overrides, seed=seed, verbose=verbose)
+    return key, seed, record
+
+
+def parallel_runs(
+    tasks: Sequence[tuple[Any, int, str, Mapping[str, Any]]],
+    data: Any,
+    jobs: int,
+    threads: Mapping[str, int],
+) -> Iterable[tuple[Any, int, dict[str, Any]]]:
+    """Trains ``(key, seed, model, overrides)`` tasks in ``jobs`` worker processes.
+
+    Each worker (a fresh ``spawn`` process: TensorFlow does not survive ``fork``) receives ``data`` once,
+    sets the TensorFlow thread counts ``threads`` (``{"intra_op": n, "inter_op": m}``) and trains tasks
+    with :func:`train_run` (one summary line per evaluation, no progress bars interleaving on stderr).
+
+    Yields:
+      ``(key, seed, record)`` in the order the runs finish.
+    """
+    import concurrent.futures
+    import functools
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(dict(threads), data)
+    ) as pool:
+        futures = [pool.submit(functools.partial(_worker_run, verbose=2), task) for task in tasks]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+
+
+def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
+    """``--jobs N``: training runs in parallel worker processes."""
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="training runs in parallel, one worker process each (default 1; use at most one per core "
+        "with --intra-op-threads 1)",
+    )
 
 
 def config_dict(model: str, overrides: Mapping[str, Any]) -> dict[str, Any]:

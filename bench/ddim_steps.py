@@ -196,11 +196,10 @@ def parse_args(argv: Sequence[str]) -> Any:
         help="K values of part 2 (default 2,4,6,8)",
     )
     parser.add_argument("--skip-k-sweep", action="store_true", help="run part 1 only")
-    parser.add_argument(
-        "--requests", type=int, help="timed batch-1 calls per S (default 500; --quick: 200)"
-    )
+    parser.add_argument("--requests", type=int, help="timed batch-1 calls per S (default 500; --quick: 200)")
     common.add_set_argument(parser)
     common.add_thread_arguments(parser, default=1)
+    common.add_jobs_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -262,11 +261,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.write_json(path, result)
 
     if not args.skip_k_sweep:
-        specs = [
-            RunSpec(f"K={k}", "dmi", {**overrides, "num_interests": k}, (0,)) for k in args.interests
-        ]
+        specs = [RunSpec(f"K={k}", "dmi", {**overrides, "num_interests": k}, (0,)) for k in args.interests]
         result["num_interests"] = k_results
-        train_and_test(specs, dataset.data, k_results, save=lambda: common.write_json(path, result))
+        train_and_test(
+            specs,
+            dataset.data,
+            k_results,
+            save=lambda: common.write_json(path, result),
+            jobs=args.jobs,
+            threads=threads,
+        )
         result["num_interests"] = {spec.label: k_results[spec.label] for spec in specs}
         result["paper_table5_beauty"] = common.PAPER_TABLE5_BEAUTY
     result["figure"] = os.path.basename(plot(result, common.result_path(args.out, stem, args.quick, ".png")))

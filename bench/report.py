@@ -216,7 +216,8 @@ def section_serving(result: Mapping[str, Any]) -> list[str]:
         lines += [
             "The user tower alone (signature `user_interests` in-process at batch 1: id lookup, extractor, "
             "DDIM refinement), i.e. the part of the latency that does not depend on the catalogue: "
-            + "; ".join(tower) + ".",
+            + "; ".join(tower)
+            + ".",
             "",
         ]
     lines += ["Throughput at batch 1:", ""]

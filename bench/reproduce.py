@@ -56,6 +56,8 @@ def train_and_test(
     save: Callable[[], None] | None = None,
     metrics: Sequence[str] = common.METRICS,
     verbose: int | str | None = None,
+    jobs: int = 1,
+    threads: Mapping[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Trains and tests every spec for every seed; the suite's one driver of training runs.
 
@@ -63,6 +65,10 @@ def train_and_test(
     the seed), ``runs`` (one record of :func:`bench.common.train_run` per seed) and, per metric,
     ``{"mean", "std", "runs"}`` over the seeds. Runs already in ``results`` with the same config are kept
     and not trained again (resuming); ``save`` is called after every run.
+
+    With ``jobs > 1`` the runs are spread over that many worker processes (each with the TensorFlow thread
+    counts ``threads``, e.g. one core each), which changes nothing in a run but its wall time: every run is
+    a pure function of its config and seed. Records are saved as runs finish.
 
     Returns:
       ``results``.
@@ -77,11 +83,9 @@ def train_and_test(
             entry = results[spec.label] = {"model": spec.model, "config": config, "runs": []}
         done = {run["seed"] for run in entry["runs"]}
         todo += [(spec, seed) for seed in spec.seeds if seed not in done]
-    progress = tqdm(todo, desc="training runs", unit="run", file=sys.stderr, disable=not todo)
-    for spec, seed in progress:
-        progress.set_postfix_str(f"{spec.label} seed {seed}")
-        common.log(f"== {spec.label} ({spec.model}), seed {seed}")
-        _, record = common.train_run(spec.model, data, spec.overrides, seed=seed, verbose=verbose)
+    progress = tqdm(total=len(todo), desc="training runs", unit="run", file=sys.stderr, disable=not todo)
+
+    def record_run(spec: RunSpec, seed: int, record: dict[str, Any]) -> None:
         entry = results[spec.label]
         entry["runs"] = sorted([*entry["runs"], record], key=lambda run: run["seed"])
         entry.update(common.summarize_metrics(entry["runs"], metrics))
@@ -90,8 +94,22 @@ def train_and_test(
             + "  ".join(f"{m} {record['test'][m]:.4f}" for m in metrics)
             + f"  (best step {record['best_step']}, {record['wall_time_s']:.0f} s)"
         )
+        progress.update()
         if save is not None:
             save()
+
+    if jobs > 1 and len(todo) > 1:
+        for spec, seed, record in common.parallel_runs(
+            [(spec, seed, spec.model, spec.overrides) for spec, seed in todo], data, jobs, threads or {}
+        ):
+            record_run(spec, seed, record)
+    else:
+        for spec, seed in todo:
+            progress.set_postfix_str(f"{spec.label} seed {seed}")
+            common.log(f"== {spec.label} ({spec.model}), seed {seed}")
+            _, record = common.train_run(spec.model, data, spec.overrides, seed=seed, verbose=verbose)
+            record_run(spec, seed, record)
+    progress.close()
     for spec in specs:
         entry = results[spec.label]
         entry["runs"] = [run for run in entry["runs"] if run["seed"] in spec.seeds]
@@ -186,6 +204,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     )
     common.add_set_argument(parser)
     common.add_thread_arguments(parser, default=1)
+    common.add_jobs_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -218,7 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if previous:
         result["models"] = {m: e for m, e in previous.get("models", {}).items() if m in args.models}
     specs = [RunSpec(model, model, overrides, seeds(model)) for model in args.models]
-    train_and_test(specs, dataset.data, result["models"], save=lambda: common.write_json(path, result))
+    train_and_test(
+        specs,
+        dataset.data,
+        result["models"],
+        save=lambda: common.write_json(path, result),
+        jobs=args.jobs,
+        threads=threads,
+    )
     result["models"] = {model: result["models"][model] for model in args.models}
     figure = plot_history(result, common.result_path(args.out, stem, args.quick, ".png"))
     result["figure"] = os.path.basename(figure)

@@ -780,6 +780,7 @@ def plot(result: Mapping[str, Any], path: str) -> str:
     """Left: batch-1 latency per catalogue and servable (gRPC, in-process). Right: throughput vs clients."""
     plt = common.pyplot()
     from matplotlib.ticker import ScalarFormatter
+
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     labels, p50, p99, inproc = [], [], [], []
     for label, catalogue in result["catalogues"].items():

@@ -36,6 +36,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 USER_TOWERS = ("self_attentive", "mean_pooling", "popularity")
 DENOISERS = ("transformer", "mlp")
+DENOISER_NORMS = ("post", "pre")
 SAMPLERS = ("log_uniform", "uniform")
 SERVING_NOISE = ("zero", "random")
 
@@ -63,6 +64,8 @@ class ModelConfig:
       diffusion_weight: lambda, weight of the reconstruction loss L_dm (Eq. 19; tuned in {3..7}).
       denoiser: ``transformer`` (cross-attention, Eq. 11) or ``mlp`` (the dmi-T ablation).
       denoiser_heads: attention heads of the denoiser's cross-attention.
+      denoiser_norm: ``post`` or ``pre``: LayerNorm placement in the transformer denoiser (the paper does
+        not say; see :class:`trainer.layers.InterestDenoiser`).
       stop_gradient: freeze the interest vector for the diffusion loss (Sec. 3.2); False with the output
         taken from the denoiser alone is the dmi-GD ablation.
       serving_noise: ``zero`` (deterministic v_T = sqrt(abar_T) v) or ``random`` (stateless noise seeded
@@ -99,6 +102,7 @@ class ModelConfig:
     diffusion_weight: float = 5.0
     denoiser: str = "transformer"
     denoiser_heads: int = 2
+    denoiser_norm: str = "post"
     stop_gradient: bool = True
     serving_noise: str = "zero"
     routing_weight: float = 100.0
@@ -122,6 +126,10 @@ class ModelConfig:
             f"user_tower must be one of {USER_TOWERS}, got {self.user_tower!r}",
         )
         _check(self.denoiser in DENOISERS, f"denoiser must be one of {DENOISERS}, got {self.denoiser!r}")
+        _check(
+            self.denoiser_norm in DENOISER_NORMS,
+            f"denoiser_norm must be one of {DENOISER_NORMS}, got {self.denoiser_norm!r}",
+        )
         _check(self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         _check(
             self.serving_noise in SERVING_NOISE,

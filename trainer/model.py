@@ -123,6 +123,7 @@ class DMIModel(tfrs.Model):
                 stop_gradient=config.stop_gradient,
                 serving_noise=config.serving_noise,
                 num_heads=config.denoiser_heads,
+                norm_position=config.denoiser_norm,
                 name="refiner",
             )
         self.sampled_softmax = SampledSoftmax(

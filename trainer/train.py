@@ -210,6 +210,7 @@ def train(
     out_dir: str | None = None,
     verbose: int | str = "auto",
     ndcg: str = "rank",
+    evaluate_test: bool = True,
 ) -> TrainingResult:
     """Trains one model under the protocol and evaluates its best weights on test users.
 
@@ -219,13 +220,15 @@ def train(
       out_dir: where to write the model, metrics, logs and checkpoints; None keeps everything in memory.
       verbose: Keras progress-bar verbosity (``auto``: a bar on a terminal, a line per period otherwise).
       ndcg: NDCG variant of the reported metrics (``rank``, ``standard`` or ``remi``).
+      evaluate_test: evaluate the best weights on test users; False leaves ``test`` empty, for
+        hyperparameter searches that must see validation users only.
 
     Returns:
       The :class:`TrainingResult`.
     """
     keras.utils.set_random_seed(config.seed)
     validation_set = evaluation_set(data.eval, config.max_length)
-    test_set = evaluation_set(data.test, config.max_length)
+    test_set = evaluation_set(data.test, config.max_length) if evaluate_test else None
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
     _, state = _resume_state(out_dir, config)
@@ -237,9 +240,8 @@ def train(
     model = build_model(config, data.vocabulary, _item_counts(data))
     if isinstance(model, PopularityModel):
         validation = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)()
-        result = TrainingResult(
-            config, model, validation, Evaluator(model, test_set, ndcg=ndcg)(), 0, 0, None, []
-        )
+        test = Evaluator(model, test_set, ndcg=ndcg)() if test_set is not None else {}
+        result = TrainingResult(config, model, validation, test, 0, 0, None, [])
         _save(result, data.vocabulary, out_dir)
         return result
 
@@ -289,7 +291,11 @@ def train(
         config=config,
         model=model,
         validation=state["best_metrics"],
-        test=Evaluator(model, test_set, ndcg=ndcg, batch_size=config.eval_batch_size)(),
+        test=(
+            Evaluator(model, test_set, ndcg=ndcg, batch_size=config.eval_batch_size)()
+            if test_set is not None
+            else {}
+        ),
         best_step=state["best_step"],
         steps=state["epoch"] * config.eval_every,
         examples_per_second=statistics.median(speeds) if speeds else None,

@@ -9,6 +9,8 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+NORM_POSITIONS = ("post", "pre")
+
 
 def prune_history(
     history_embeddings: tf.Tensor,
@@ -47,7 +49,9 @@ def prune_history(
     mask = tf.convert_to_tensor(mask)
     history_shape = history_embeddings.shape
     if history_shape.rank != 3:
-        raise ValueError(f"`history_embeddings` must have rank 3 (batch, length, dim), got shape {history_shape}")
+        raise ValueError(
+            f"`history_embeddings` must have rank 3 (batch, length, dim), got shape {history_shape}"
+        )
     length = history_shape[1]
     if length is None:
         raise ValueError(f"`history_embeddings` must have a static length, got shape {history_shape}")
@@ -76,20 +80,30 @@ def prune_history(
 class InterestDenoiser(keras.layers.Layer):
     """The denoising module ``f_theta`` of DMI: one cross-attention transformer layer (Eq. 11).
 
-    Predicts the clean interest ``v_0`` directly (x0-prediction, as the paper) from the noisy interest::
+    Predicts the clean interest ``v_0`` directly (x0-prediction, as the paper) from the noisy interest.
+    With ``norm_position="post"`` (the original Transformer, PyTorch's default
+    ``nn.TransformerDecoderLayer``)::
 
         q  = v_t                                           # one query token, (1, d)
         kv = concat(e_t, C)                                # step embedding + pruned history, (1 + k, d)
         x  = LayerNorm(q + Dropout(MultiHeadAttention(q, kv, kv)))
         v0 = LayerNorm(x + Dropout(FFN(x)))                # FFN: d -> ffn_multiplier * d -> d
 
+    and with ``norm_position="pre"`` (``norm_first=True`` in PyTorch)::
+
+        x  = q + Dropout(MultiHeadAttention(LayerNorm(q), kv, kv))
+        v0 = x + Dropout(FFN(LayerNorm(x)))
+
     The step token is always valid, so a user whose context is entirely masked attends to ``e_t`` only.
 
-    Choices (the paper names "a transformer layer" without details): a post-norm layer as in the original
-    Transformer and PyTorch's default ``nn.TransformerDecoderLayer``; 2 heads of size ``d / 2`` by default
-    (``d`` must be divisible by ``num_heads``); a ReLU feed-forward of width ``4 d`` (same origin); a
-    learned step embedding over ``0..T``. Note the final LayerNorm makes the prediction's scale come from
-    its learned gain and bias rather than from the input.
+    Choices (the paper names "a transformer layer" without details): 2 heads of size ``d / 2`` by default
+    (``d`` must be divisible by ``num_heads``); a ReLU feed-forward of width ``4 d``; a learned step
+    embedding over ``0..T``; the norm position is an option because it changes what the layer can express.
+    Post-norm ends in a LayerNorm, so the prediction's scale comes from the learned gain and bias, the same
+    for every user, while interest vectors differ in norm. Pre-norm keeps a residual path from ``v_t`` to
+    the output, so the layer predicts a correction of ``v_t``: with the paper's small noise levels
+    (``1 - alpha_bar_T <= 0.008``) ``v_t`` is already close to ``v_0`` and the attention over the pruned
+    history only has to move it.
 
     Args:
       num_steps: Number of diffusion steps ``T``; steps are in ``0..T``.
@@ -97,6 +111,7 @@ class InterestDenoiser(keras.layers.Layer):
       ffn_multiplier: Width of the feed-forward hidden layer, in multiples of ``d``.
       dropout: Dropout rate on the attention probabilities and both residual branches.
       activation: Activation of the feed-forward hidden layer.
+      norm_position: ``"post"`` or ``"pre"``: where the two LayerNorms sit (see above).
       **kwargs: Passed to `keras.layers.Layer`.
     """
 
@@ -107,6 +122,7 @@ class InterestDenoiser(keras.layers.Layer):
         ffn_multiplier: int = 4,
         dropout: float = 0.0,
         activation: str = "relu",
+        norm_position: str = "post",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -115,11 +131,14 @@ class InterestDenoiser(keras.layers.Layer):
             raise ValueError(f"`num_heads` must be >= 1, got {num_heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout}")
+        if norm_position not in NORM_POSITIONS:
+            raise ValueError(f"`norm_position` must be one of {NORM_POSITIONS}, got {norm_position!r}")
         self.num_steps = num_steps
         self.num_heads = num_heads
         self.ffn_multiplier = ffn_multiplier
         self.dropout = dropout
         self.activation = activation
+        self.norm_position = norm_position
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Creates the sublayers.
@@ -129,14 +148,18 @@ class InterestDenoiser(keras.layers.Layer):
         """
         dim = _interest_dim(input_shape)
         if dim % self.num_heads:
-            raise ValueError(f"The interest dimension {dim} must be divisible by `num_heads`={self.num_heads}")
+            raise ValueError(
+                f"The interest dimension {dim} must be divisible by `num_heads`={self.num_heads}"
+            )
         self.step_embedding = keras.layers.Embedding(self.num_steps + 1, dim, name="step_embedding")
         self.cross_attention = keras.layers.MultiHeadAttention(
             self.num_heads, key_dim=dim // self.num_heads, dropout=self.dropout, name="cross_attention"
         )
         self.attention_dropout = keras.layers.Dropout(self.dropout)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
-        self.ffn_hidden = keras.layers.Dense(self.ffn_multiplier * dim, activation=self.activation, name="ffn_hidden")
+        self.ffn_hidden = keras.layers.Dense(
+            self.ffn_multiplier * dim, activation=self.activation, name="ffn_hidden"
+        )
         self.ffn_output = keras.layers.Dense(dim, name="ffn_output")
         self.ffn_dropout = keras.layers.Dropout(self.dropout)
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
@@ -172,12 +195,21 @@ class InterestDenoiser(keras.layers.Layer):
         key_mask = tf.concat(
             [tf.ones_like(step[:, tf.newaxis], tf.bool), tf.cast(context_mask, tf.bool)], axis=1
         )
-        attended = self.cross_attention(
-            query, keys, keys, attention_mask=key_mask[:, tf.newaxis, :], training=training
-        )
-        hidden = self.attention_norm(query + self.attention_dropout(attended, training=training))
-        transformed = self.ffn_output(self.ffn_hidden(hidden))
-        output = self.ffn_norm(hidden + self.ffn_dropout(transformed, training=training))
+        attention_mask = key_mask[:, tf.newaxis, :]
+        if self.norm_position == "pre":
+            attended = self.cross_attention(
+                self.attention_norm(query), keys, keys, attention_mask=attention_mask, training=training
+            )
+            hidden = query + self.attention_dropout(attended, training=training)
+            transformed = self.ffn_output(self.ffn_hidden(self.ffn_norm(hidden)))
+            output = hidden + self.ffn_dropout(transformed, training=training)
+        else:
+            attended = self.cross_attention(
+                query, keys, keys, attention_mask=attention_mask, training=training
+            )
+            hidden = self.attention_norm(query + self.attention_dropout(attended, training=training))
+            transformed = self.ffn_output(self.ffn_hidden(hidden))
+            output = self.ffn_norm(hidden + self.ffn_dropout(transformed, training=training))
         return output[:, 0, :]
 
     def get_config(self) -> dict[str, Any]:
@@ -189,6 +221,7 @@ class InterestDenoiser(keras.layers.Layer):
                 "ffn_multiplier": self.ffn_multiplier,
                 "dropout": self.dropout,
                 "activation": self.activation,
+                "norm_position": self.norm_position,
             }
         )
         return config
@@ -233,7 +266,9 @@ class MLPDenoiser(keras.layers.Layer):
         """
         dim = _interest_dim(input_shape)
         self.step_embedding = keras.layers.Embedding(self.num_steps + 1, dim, name="step_embedding")
-        self.hidden = keras.layers.Dense(self.hidden_multiplier * dim, activation=self.activation, name="hidden")
+        self.hidden = keras.layers.Dense(
+            self.hidden_multiplier * dim, activation=self.activation, name="hidden"
+        )
         self.projection = keras.layers.Dense(dim, name="projection")
         super().build(input_shape)
 

@@ -166,6 +166,48 @@ class InterestDenoiserTest(tf.test.TestCase):
         self.assertEqual(restored.get_config(), denoiser.get_config())
 
 
+class PreNormInterestDenoiserTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        keras.utils.set_random_seed(4)
+        self.denoiser = InterestDenoiser(STEPS, num_heads=2, ffn_multiplier=2, norm_position="pre")
+
+    def _zero_residual_branches(self, denoiser: InterestDenoiser) -> None:
+        """Zeroes the last projection of the attention and of the feed-forward branch."""
+        for weight in denoiser.cross_attention._output_dense.weights + denoiser.ffn_output.weights:
+            weight.assign(tf.zeros_like(weight))
+
+    def test_residual_path_carries_the_noisy_interest(self):
+        noisy, context, context_mask = _denoiser_inputs()
+        steps = tf.constant([1, 2, 3, 4, 6])
+        self.denoiser(noisy, steps, context, context_mask)  # builds
+        self._zero_residual_branches(self.denoiser)
+        # Both branches add zero: pre-norm returns v_t itself, unlike post-norm (normalised output below).
+        self.assertAllClose(self.denoiser(noisy, steps, context, context_mask), noisy, atol=1e-6)
+        post = InterestDenoiser(STEPS, num_heads=2, ffn_multiplier=2, norm_position="post")
+        post(noisy, steps, context, context_mask)
+        self._zero_residual_branches(post)
+        centered = noisy - noisy.mean(axis=-1, keepdims=True)
+        normalised = centered / np.sqrt((centered**2).mean(axis=-1, keepdims=True) + 1e-6)
+        self.assertAllClose(post(noisy, steps, context, context_mask), normalised, atol=1e-3)
+
+    def test_output_depends_on_valid_context_only(self):
+        noisy, context, context_mask = _denoiser_inputs()
+        steps = tf.fill([BATCH], 3)
+        output = self.denoiser(noisy, steps, context, context_mask).numpy()
+        changed = self.denoiser(noisy, steps, context + 1.0, context_mask).numpy()
+        self.assertTrue(np.all(np.abs(output - changed)[:4].max(axis=-1) > 1e-4))
+        garbage = 100.0 * np.random.default_rng(6).normal(size=context.shape)
+        scrambled = np.where(context_mask[..., None], context, garbage).astype(np.float32)
+        self.assertAllClose(self.denoiser(noisy, steps, scrambled, context_mask), output, atol=1e-5)
+
+    def test_config_round_trip_and_invalid_position(self):
+        restored = InterestDenoiser.from_config(self.denoiser.get_config())
+        self.assertEqual(restored.get_config()["norm_position"], "pre")
+        with self.assertRaisesRegex(ValueError, "`norm_position` must be one of"):
+            InterestDenoiser(STEPS, norm_position="middle")
+
+
 class MLPDenoiserTest(tf.test.TestCase):
     def setUp(self):
         super().setUp()

@@ -52,6 +52,7 @@ class DiffusionRefiner(keras.layers.Layer):
       num_heads: Attention heads of the transformer denoiser.
       ffn_multiplier: Hidden width of either denoiser, in multiples of the embedding size.
       dropout: Dropout of the transformer denoiser.
+      norm_position: ``"post"`` or ``"pre"``: LayerNorm placement of the transformer denoiser.
       **kwargs: Passed to `keras.layers.Layer`.
     """
 
@@ -70,6 +71,7 @@ class DiffusionRefiner(keras.layers.Layer):
         num_heads: int = 2,
         ffn_multiplier: int = 4,
         dropout: float = 0.0,
+        norm_position: str = "post",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -99,9 +101,15 @@ class DiffusionRefiner(keras.layers.Layer):
         self.num_heads = num_heads
         self.ffn_multiplier = ffn_multiplier
         self.dropout = dropout
+        self.norm_position = norm_position
         if denoiser == "transformer":
             self.denoiser = InterestDenoiser(
-                num_steps, num_heads=num_heads, ffn_multiplier=ffn_multiplier, dropout=dropout, name="denoiser"
+                num_steps,
+                num_heads=num_heads,
+                ffn_multiplier=ffn_multiplier,
+                dropout=dropout,
+                norm_position=norm_position,
+                name="denoiser",
             )
         else:
             self.denoiser = MLPDenoiser(num_steps, hidden_multiplier=ffn_multiplier, name="denoiser")
@@ -139,7 +147,9 @@ class DiffusionRefiner(keras.layers.Layer):
         _check_rank("interest", interest, 2, "(batch, dim)")
         _check_rank("step", step, 1, "(batch,)")
         if not noise.shape.is_compatible_with(interest.shape):
-            raise ValueError(f"`noise` must have the shape of `interest` {interest.shape}, got shape {noise.shape}")
+            raise ValueError(
+                f"`noise` must have the shape of `interest` {interest.shape}, got shape {noise.shape}"
+            )
         clean, attention, history_embeddings = self._detach(interest, attention, history_embeddings)
         context, context_mask = prune_history(history_embeddings, attention, mask, self.gamma)
         noisy = self.schedule.q_sample(clean, step, noise)
@@ -215,7 +225,9 @@ class DiffusionRefiner(keras.layers.Layer):
         if self.serving_noise == "zero":
             noise = tf.zeros_like(flat_interests)
         else:
-            noise = tf.reshape(_per_user_normal(seed, batch_size, num_interests, dim), tf.shape(flat_interests))
+            noise = tf.reshape(
+                _per_user_normal(seed, batch_size, num_interests, dim), tf.shape(flat_interests)
+            )
         num_rows = tf.shape(flat_interests)[:1]
         noisy = self.schedule.q_sample(flat_interests, tf.fill(num_rows, self.schedule.steps), noise)
         for t, t_prev in zip(self.timesteps, self.timesteps[1:] + (0,)):
@@ -251,6 +263,7 @@ class DiffusionRefiner(keras.layers.Layer):
                 "num_heads": self.num_heads,
                 "ffn_multiplier": self.ffn_multiplier,
                 "dropout": self.dropout,
+                "norm_position": self.norm_position,
             }
         )
         return config
@@ -266,10 +279,14 @@ def _safe_norm(difference: tf.Tensor) -> tf.Tensor:
     """Euclidean norm over the last axis whose gradient at 0 is 0 instead of NaN."""
     squared = tf.reduce_sum(tf.square(difference), axis=-1)
     positive = squared > 0.0
-    return tf.where(positive, tf.sqrt(tf.where(positive, squared, tf.ones_like(squared))), tf.zeros_like(squared))
+    return tf.where(
+        positive, tf.sqrt(tf.where(positive, squared, tf.ones_like(squared))), tf.zeros_like(squared)
+    )
 
 
-def _per_user_normal(seed: tf.Tensor, batch_size: tf.Tensor, num_interests: tf.Tensor, dim: tf.Tensor) -> tf.Tensor:
+def _per_user_normal(
+    seed: tf.Tensor, batch_size: tf.Tensor, num_interests: tf.Tensor, dim: tf.Tensor
+) -> tf.Tensor:
     """Standard normal noise ``(batch, K, dim)`` whose row ``b`` depends only on ``seed[b]``.
 
     Args:
@@ -284,7 +301,9 @@ def _per_user_normal(seed: tf.Tensor, batch_size: tf.Tensor, num_interests: tf.T
     seeds = tf.broadcast_to(seed, [batch_size])
     shape = tf.stack([num_interests, dim])
     return tf.map_fn(
-        lambda user_seed: tf.random.stateless_normal(shape, seed=tf.stack([user_seed, tf.constant(0, tf.int64)])),
+        lambda user_seed: tf.random.stateless_normal(
+            shape, seed=tf.stack([user_seed, tf.constant(0, tf.int64)])
+        ),
         seeds,
         fn_output_signature=tf.float32,
     )

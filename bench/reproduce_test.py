@@ -1,0 +1,55 @@
+"""Tests for bench.reproduce.train_and_test: the suite's one driver of training runs, serial and parallel."""
+
+import trainer  # noqa: F401  (Keras 2 before TensorFlow)
+
+import pytest
+
+from bench import common
+from bench.reproduce import RunSpec, train_and_test
+from trainer import synthetic
+from trainer.sequences import SequenceData
+
+TINY = {
+    "max_steps": 40,
+    "eval_every": 20,
+    "patience": 2,
+    "steps_per_call": 10,
+    "batch_size": 16,
+    "num_negatives": 32,
+    "embedding_dim": 8,
+    "diffusion_steps": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    events = synthetic.generate(synthetic.SyntheticConfig(users=200, items=80, topics=5, seed=2))
+    return SequenceData.from_interactions(events, seed=0)
+
+
+def _comparable(results):
+    """Per label and seed: the test metrics and the validation history (wall times differ per run)."""
+    return {
+        label: {
+            run["seed"]: (run["test"], [entry["val_recall@50"] for entry in run["history"]], run["best_step"])
+            for run in entry["runs"]
+        }
+        for label, entry in results.items()
+    }
+
+
+def test_parallel_runs_equal_serial_runs_and_resume(data):
+    specs = [RunSpec("dmi", "dmi", TINY, (0, 1)), RunSpec("remi", "remi", TINY, (0,))]
+    serial = train_and_test(specs, data, {}, verbose=0)
+    saves = []
+    parallel = train_and_test(
+        specs, data, {}, jobs=2, threads={"intra_op": 1, "inter_op": 1}, save=lambda: saves.append(1)
+    )
+    assert _comparable(parallel) == _comparable(serial)
+    assert len(saves) == 3  # one save per finished run
+    assert parallel["dmi"]["recall@50"]["runs"] == [r["test"]["recall@50"] for r in parallel["dmi"]["runs"]]
+    # Everything is already there: resuming trains nothing, even with one seed fewer.
+    fewer = [RunSpec("dmi", "dmi", TINY, (0,))]
+    resumed = train_and_test(fewer, data, parallel, jobs=2, save=lambda: pytest.fail("nothing to train"))
+    assert [run["seed"] for run in resumed["dmi"]["runs"]] == [0]
+    assert common.config_dict("dmi", TINY) == resumed["dmi"]["config"]

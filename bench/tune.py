@@ -1,0 +1,201 @@
+"""Hyperparameter search for ``dmi`` on validation users only (never test users).
+
+Each trial is a variant plus config overrides, trained under the Beauty schedule (or ``--set`` values) with
+:func:`bench.common.train_run` and ``evaluate_test=False``: only validation Recall@50 / HitRate@50 and the
+step of the best evaluation are recorded, so nothing in the search can leak test users. The chosen
+values are then trained and tested by ``bench.reproduce``.
+
+Trials are written ``NAME=MODEL[:KEY=VALUE,KEY=VALUE...]`` (e.g. ``pre=dmi:denoiser_norm=pre``); without
+``--trial`` the script runs :data:`DEFAULT_TRIALS`, the search recorded in ``docs/results.md``. Results
+accumulate in ``bench/results/tuning.json``: a trial already there with the same model, overrides and seed
+is not trained again, so an interrupted search resumes where it stopped, and several processes can share
+the file (each write re-reads it under a lock and replaces only its own trial), e.g. one per core. A bar
+plot ranks the trials.
+
+    python -m bench.tune                                   # the recorded search (hours on 2 cores)
+    python -m bench.tune --trial lr1=dmi:learning_rate=0.001 --trial eta6=dmi:eta=0.6
+    python -m bench.tune --quick                           # two short trials, proves the script works
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench import common
+
+MODULE = "bench.tune"
+
+# The recorded search: one factor at a time around the paper's setting (section 4.1), then combinations
+# of what helped. Names say what changed against the default `dmi` config.
+DEFAULT_TRIALS: tuple[str, ...] = (
+    "remi=remi",
+    "dmi=dmi",
+    "pre=dmi:denoiser_norm=pre",
+    "lr1e-3=dmi:learning_rate=0.001",
+    "pre_lr1e-3=dmi:denoiser_norm=pre,learning_rate=0.001",
+)
+QUICK_TRIALS: tuple[str, ...] = ("dmi=dmi", "pre=dmi:denoiser_norm=pre")
+
+
+def parse_trial(text: str) -> tuple[str, str, dict[str, Any]]:
+    """``NAME=MODEL[:KEY=VALUE,...]`` -> ``(name, model, overrides)``.
+
+    Raises:
+      argparse.ArgumentTypeError: a malformed trial, an unknown model or config field, or a bad value.
+    """
+    from trainer.config import VARIANTS, parse_overrides
+
+    name, sep, spec = text.partition("=")
+    model, _, assignments = spec.partition(":")
+    if not sep or not name.strip() or not model.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=MODEL[:KEY=VALUE,...], got {text!r}")
+    if model not in VARIANTS:
+        raise argparse.ArgumentTypeError(f"trial {name!r}: unknown model {model!r} ({', '.join(VARIANTS)})")
+    try:
+        overrides = parse_overrides([part for part in assignments.split(",") if part.strip()])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"trial {name!r}: {error}") from None
+    return name.strip(), model, overrides
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Any:
+    """Holds an exclusive lock beside ``path`` (``path.lock``) for a read-modify-write."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def save_trial(path: str, metadata: Mapping[str, Any], name: str | None, entry: Any = None) -> dict[str, Any]:
+    """Merges ``metadata`` and trial ``name`` into the result file at ``path`` and returns the result."""
+    with _locked(path):
+        result = common.read_json(path) or {"trials": {}}
+        result.update(metadata)
+        if name is not None:
+            result["trials"][name] = entry
+        common.write_json(path, result)
+    return result
+
+
+def plot_trials(trials: Mapping[str, Any], path: str) -> str:
+    """Horizontal bars of the best validation Recall@50 per trial (mean over its seeds), best on top."""
+    plt = common.pyplot()
+    ranked = sorted(trials.items(), key=lambda item: item[1]["val_recall@50"]["mean"])
+    figure, axis = plt.subplots(figsize=(7, 0.35 * len(ranked) + 1.5))
+    names = [name for name, _ in ranked]
+    means = [entry["val_recall@50"]["mean"] for _, entry in ranked]
+    stds = [entry["val_recall@50"]["std"] or 0.0 for _, entry in ranked]
+    colors = ["tab:gray" if entry["model"] != "dmi" else "tab:blue" for _, entry in ranked]
+    axis.barh(names, means, xerr=stds, color=colors)
+    low = min(means) if means else 0.0
+    axis.set_xlim(max(0.0, low - 0.02), max(means, default=1.0) + 0.01)
+    axis.set_xlabel("best validation Recall@50 (validation users only)")
+    axis.set_title("bench.tune: search on validation users (gray: baselines)")
+    axis.grid(axis="x", alpha=0.3)
+    return common.save_figure(figure, path)
+
+
+def parse_args(argv: Sequence[str]) -> Any:
+    parser = common.base_parser(MODULE, __doc__)
+    common.add_data_arguments(parser)
+    parser.add_argument(
+        "--trial",
+        action="append",
+        type=parse_trial,
+        default=[],
+        metavar="NAME=MODEL[:KEY=VALUE,...]",
+        help="a trial to run (repeatable; default: the recorded search, DEFAULT_TRIALS)",
+    )
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per trial (default 1)")
+    common.add_set_argument(parser)
+    common.add_thread_arguments(parser, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    started = time.perf_counter()
+    threads = common.configure_threads(args)
+    from trainer.config import parse_overrides
+
+    trials = args.trial or [parse_trial(text) for text in (QUICK_TRIALS if args.quick else DEFAULT_TRIALS)]
+    shared = {**common.schedule(args.data, args.quick), **parse_overrides(args.set)}
+    stem = "tuning" if args.data == "beauty" else f"tuning_{args.data}"
+    path = common.result_path(args.out, stem, args.quick)
+    dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
+    common.log(f"{args.data}: {dataset.describe()}")
+    metadata = {
+        **common.run_metadata(MODULE, argv, args.quick),
+        "data": dataset.describe(),
+        "threads": threads,
+        "note": "validation users only: test users are never evaluated by this script",
+    }
+    for name, model, overrides in trials:
+        config = common.config_dict(model, {**shared, **overrides})
+        entry = save_trial(path, metadata, None)["trials"].get(name)
+        if entry is None or entry["model"] != model or entry["config"] != config:
+            entry = {"model": model, "overrides": overrides, "config": config, "runs": []}
+        done = {run["seed"] for run in entry["runs"]}
+        for seed in range(args.seeds):
+            if seed in done:
+                common.log(f"{name} seed {seed}: already in {path}")
+                continue
+            common.log(f"{name} seed {seed}: {model} {overrides}")
+            _, record = common.train_run(
+                model, dataset.data, {**shared, **overrides}, seed, evaluate_test=False
+            )
+            record.pop("test")
+            entry["runs"].append(record)
+            entry["val_recall@50"] = common.summarize(
+                [run["validation"]["recall@50"] for run in entry["runs"]]
+            )
+            entry["val_hit_rate@50"] = common.summarize(
+                [run["validation"]["hit_rate@50"] for run in entry["runs"]]
+            )
+            save_trial(path, metadata, name, entry)
+            common.log(
+                f"{name} seed {seed}: best validation R@50 {record['validation']['recall@50']:.4f} "
+                f"at step {record['best_step']} ({record['wall_time_s']:.0f} s)"
+            )
+    result = save_trial(path, metadata, None)
+    figure = plot_trials(result["trials"], common.result_path(args.out, stem, args.quick, ".png"))
+    metadata["figure"] = os.path.basename(figure)
+    result = save_trial(path, common.finish_metadata(metadata, started), None)
+
+    rows = sorted(result["trials"].items(), key=lambda item: -item[1]["val_recall@50"]["mean"])
+    print(f"\nSearch on {args.data} validation users ({shared}); best first")
+    print(
+        common.text_table(
+            ["trial", "model", "overrides", "val R@50", "val HR@50", "best step", "runs"],
+            [
+                [
+                    name,
+                    entry["model"],
+                    ",".join(f"{k}={v}" for k, v in entry["overrides"].items()) or "-",
+                    common.format_stat(entry["val_recall@50"]),
+                    common.format_stat(entry["val_hit_rate@50"]),
+                    ",".join(str(run["best_step"]) for run in entry["runs"]),
+                    len(entry["runs"]),
+                ]
+                for name, entry in rows
+            ],
+        )
+    )
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
