@@ -64,6 +64,8 @@ class ModelConfig:
       diffusion_weight: lambda, weight of the reconstruction loss L_dm (Eq. 19; tuned in {3..7}).
       denoiser: ``transformer`` (cross-attention, Eq. 11) or ``mlp`` (the dmi-T ablation).
       denoiser_heads: attention heads of the denoiser's cross-attention.
+      denoiser_dropout: dropout of the transformer denoiser (attention probabilities and residual
+        branches; the paper does not mention any, so 0 by default).
       denoiser_norm: ``post`` or ``pre``: LayerNorm placement in the transformer denoiser (the paper does
         not say; see :class:`trainer.layers.InterestDenoiser`).
       stop_gradient: freeze the interest vector for the diffusion loss (Sec. 3.2); False with the output
@@ -103,6 +105,7 @@ class ModelConfig:
     denoiser: str = "transformer"
     denoiser_heads: int = 2
     denoiser_norm: str = "post"
+    denoiser_dropout: float = 0.0
     stop_gradient: bool = True
     serving_noise: str = "zero"
     routing_weight: float = 100.0
@@ -161,6 +164,9 @@ class ModelConfig:
         _check(self.noise_scale * self.alpha_max < 1, "noise_scale * alpha_max must be < 1")
         _check(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
         _check(0 <= self.eta <= 1, f"eta must be in [0, 1], got {self.eta}")
+        _check(
+            0 <= self.denoiser_dropout < 1, f"denoiser_dropout must be in [0, 1), got {self.denoiser_dropout}"
+        )
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _check(self.min_cut >= 1, f"min_cut must be >= 1, got {self.min_cut}")
         _check(

@@ -56,6 +56,13 @@ class RetrievalServable(tf.Module):
       use_scann: retrieve with a ScaNN index instead of exact scoring.
       scann_leaves: ScaNN partitions (default ~sqrt(N)); ``scann_leaves_to_search`` of them are searched.
       scann_leaves_to_search: partitions searched per query.
+      xla: compile the numeric part of a request with XLA: the user tower (extractor and the unrolled
+        DDIM loop) and, for exact retrieval, the scoring, history exclusion and ranking. The tower's graph
+        has over a thousand small ops at batch 1, so per-op overhead dominates its latency and XLA's
+        fusion cuts it by more than half on CPU (bench/serving_latency.py). The SavedModel then marks those
+        functions ``_XlaMustCompile``: the loading TensorFlow (or TF Serving) build must include XLA's
+        CPU JIT, as the official builds do; export with False for one that does not. XLA compiles once
+        per batch size (the warm-up requests cover batch 1).
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class RetrievalServable(tf.Module):
         use_scann: bool,
         scann_leaves: int | None = None,
         scann_leaves_to_search: int | None = None,
+        xla: bool = True,
     ):
         super().__init__()
         if len(vocabulary) != model.num_items:
@@ -79,6 +87,10 @@ class RetrievalServable(tf.Module):
         self.max_length = model.config.max_length
         self.default_top_n = default_top_n
         self.max_top_n = max_top_n
+        self._user_interests = tf.function(
+            lambda indices: model.user_interests(indices), jit_compile=xla, autograph=False
+        )
+        self._exact_candidates = tf.function(self._score_and_rank, jit_compile=xla, autograph=False)
         self.lookup = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(vocabulary.item_ids),
@@ -118,7 +130,7 @@ class RetrievalServable(tf.Module):
         return last.to_tensor(default_value=0, shape=[None, self.max_length])
 
     def interests(self, history: tf.Tensor) -> tf.Tensor:
-        return self.model.user_interests(self.encode(history))
+        return self._user_interests(self.encode(history))
 
     def retrieve(
         self, history: tf.Tensor, top_n: tf.Tensor, exclude_history: tf.Tensor
@@ -134,7 +146,7 @@ class RetrievalServable(tf.Module):
         ):
             top_n = tf.identity(top_n)
         encoded = self.encode(history)
-        interests = self.model.user_interests(encoded)
+        interests = self._user_interests(encoded)
         excluded = tf.where(tf.convert_to_tensor(exclude_history), encoded, tf.zeros_like(encoded))
         if self.scann is None:
             scores, indices = self._exact_top(interests, excluded, top_n)
@@ -150,16 +162,25 @@ class RetrievalServable(tf.Module):
     def _exact_top(
         self, interests: tf.Tensor, excluded: tf.Tensor, top_n: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        scores = retrieval.score_items(interests, self.model.item_table[1:])  # column j = item index j + 1
-        positions = tf.where(excluded > 0)  # (M, 2): (user, history slot) of each item to drop
-        columns = tf.cast(tf.gather_nd(excluded, positions), tf.int64) - 1
+        values, indices = self._exact_candidates(interests, excluded)
+        return values[:, :top_n], indices[:, :top_n]
+
+    def _score_and_rank(self, interests: tf.Tensor, excluded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The ``max_top_n`` best items by Eq. 20 with excluded items and the padding index scored -inf.
+
+        Static shapes only (no data-dependent sizes), so that XLA compiles it: column ``j`` of the scores
+        is item index ``j``, and every history slot scatters -inf into its column (padding slots into
+        column 0, the padding index, which is -inf anyway).
+        """
+        scores = retrieval.score_items(interests, self.model.item_table)  # (B, N + 1)
+        users = tf.shape(excluded)[0]
+        rows = tf.repeat(tf.range(users), tf.shape(excluded)[1])
+        slots = tf.stack([rows, tf.reshape(excluded, [-1])], axis=1)
         scores = tf.tensor_scatter_nd_update(
-            scores,
-            tf.stack([positions[:, 0], columns], axis=1),
-            tf.fill(tf.shape(columns), tf.constant(-np.inf, scores.dtype)),
+            scores, slots, tf.fill(tf.shape(rows), tf.constant(-np.inf, scores.dtype))
         )
-        values, columns = tf.math.top_k(scores, k=top_n)
-        return values, columns + 1
+        scores = tf.concat([tf.fill([users, 1], tf.constant(-np.inf, scores.dtype)), scores[:, 1:]], axis=1)
+        return tf.math.top_k(scores, k=self.max_top_n)
 
     def _scann_top(
         self, interests: tf.Tensor, excluded: tf.Tensor, top_n: tf.Tensor
@@ -258,6 +279,7 @@ def export_servables(
     scann: bool = True,
     scann_leaves: int | None = None,
     scann_leaves_to_search: int | None = None,
+    xla: bool = True,
 ) -> dict[str, str]:
     """Writes the ``dmi`` (ScaNN) and ``dmi_exact`` SavedModels under ``export_dir``.
 
@@ -270,6 +292,7 @@ def export_servables(
       scann: also write the ScaNN servable.
       scann_leaves: ScaNN partitions (default ~sqrt(items)).
       scann_leaves_to_search: partitions searched per query (default: see :class:`RetrievalServable`).
+      xla: compile the user tower (and exact scoring) with XLA (see :class:`RetrievalServable`).
 
     Returns:
       Servable name -> SavedModel directory.
@@ -280,7 +303,14 @@ def export_servables(
     written = {}
     for name in SERVABLES if scann else (EXACT,):
         servable = RetrievalServable(
-            model, vocabulary, top_n, max_top_n, name == SCANN, scann_leaves, scann_leaves_to_search
+            model,
+            vocabulary,
+            top_n,
+            max_top_n,
+            name == SCANN,
+            scann_leaves,
+            scann_leaves_to_search,
+            xla,
         )
         path = os.path.join(export_dir, name)
         with _replacing_directory(path) as tmp:

@@ -104,6 +104,28 @@ def test_user_interests_signature_matches_the_model(exported):
     np.testing.assert_allclose(out["interests"], model.user_interests(tf.constant(histories)), atol=1e-5)
 
 
+def test_xla_is_used_only_when_asked(exported, tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model, data, export_dir, _ = exported
+
+    def must_compile(path):
+        saved = saved_model_pb2.SavedModel()
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            saved.ParseFromString(f.read())
+        functions = saved.meta_graphs[0].graph_def.library.function
+        return any(f.attr["_XlaMustCompile"].b for f in functions)
+
+    assert must_compile(os.path.join(export_dir, export.EXACT))
+    plain = export.export_servables(model, data.vocabulary, str(tmp_path), scann=False, xla=False)
+    assert not must_compile(plain[export.EXACT])
+    histories = evaluation_set(data.test, model.config.max_length).histories[:8]
+    out = tf.saved_model.load(plain[export.EXACT]).signatures["user_interests"](
+        history=tf.constant(_ids(data, histories))
+    )
+    np.testing.assert_allclose(out["interests"], model.user_interests(tf.constant(histories)), atol=1e-5)
+
+
 def test_scann_recall_against_exact(exported):
     model, data, _, loaded = exported
     histories = _ids(data, evaluation_set(data.test, model.config.max_length).histories)

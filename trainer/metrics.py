@@ -146,9 +146,7 @@ class MetricsAccumulator:
         """
         top_items = np.asarray(top_items)
         if top_items.ndim != 2:
-            raise ValueError(
-                f"top_items must have shape (num_users, N_max); got shape {top_items.shape}."
-            )
+            raise ValueError(f"top_items must have shape (num_users, N_max); got shape {top_items.shape}.")
         if top_items.size and not np.issubdtype(top_items.dtype, np.integer):
             raise ValueError(f"top_items must hold integer item ids; got dtype {top_items.dtype}.")
         num_users, n_max = top_items.shape
@@ -198,9 +196,11 @@ class MetricsAccumulator:
             if self._ndcg == "remi":
                 dcg = np.array(
                     [
-                        _remi_set_order_dcg(top_items[user, :cutoff], target_sets[user])
-                        if has_hit[user]
-                        else 0.0
+                        (
+                            _remi_set_order_dcg(top_items[user, :cutoff], target_sets[user])
+                            if has_hit[user]
+                            else 0.0
+                        )
                         for user in range(num_users)
                     ]
                 )
@@ -278,8 +278,6 @@ def retrieval_metrics(
     Raises:
       ValueError: On invalid arguments (see ``MetricsAccumulator``), or if there are no users.
     """
-    accumulator = MetricsAccumulator(
-        cutoffs, ndcg=ndcg, count_repeated_targets=count_repeated_targets
-    )
+    accumulator = MetricsAccumulator(cutoffs, ndcg=ndcg, count_repeated_targets=count_repeated_targets)
     accumulator.update(top_items, targets)
     return accumulator.result()

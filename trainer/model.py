@@ -124,6 +124,7 @@ class DMIModel(tfrs.Model):
                 serving_noise=config.serving_noise,
                 num_heads=config.denoiser_heads,
                 norm_position=config.denoiser_norm,
+                dropout=config.denoiser_dropout,
                 name="refiner",
             )
         self.sampled_softmax = SampledSoftmax(
@@ -186,14 +187,15 @@ class DMIModel(tfrs.Model):
 
     def compute_loss(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """The training objective of Algorithm 1 for one batch (see :meth:`loss_terms`)."""
-        return self.loss_terms(inputs)["loss"]
+        return self.loss_terms(inputs, training=training)["loss"]
 
-    def loss_terms(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def loss_terms(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """Loss = L_S + lambda * L_dm + rlambda * RR, and its terms.
 
         Args:
           inputs: a batch from :class:`trainer.batches.BatchSampler`: ``history`` (B, L), ``target`` (B,)
             and ``seed`` (2,) for the diffusion step and noise.
+          training: whether the denoiser's dropout (``denoiser_dropout``) is active.
 
         Returns:
           ``loss`` and its terms ``softmax``, ``diffusion`` and ``routing`` (scalars).
@@ -212,7 +214,7 @@ class DMIModel(tfrs.Model):
             )
             noise = tf.random.stateless_normal(tf.shape(user_vector), noise_seed, dtype=user_vector.dtype)
             user_vector, terms["diffusion"] = self.refiner.train_refine(
-                user_vector, selected_attention, embeddings, mask, steps, noise
+                user_vector, selected_attention, embeddings, mask, steps, noise, training=training
             )
         if self.config.routing_weight > 0 and attention is not None:
             terms["routing"] = routing_regularization(attention, self.config.embedding_dim)
@@ -236,7 +238,7 @@ class DMIModel(tfrs.Model):
         the table on later reads. One dense, fused Adam update is cheaper at this table size.
         """
         with tf.GradientTape() as tape:
-            terms = self.loss_terms(inputs)
+            terms = self.loss_terms(inputs, training=True)
             loss = terms["loss"] + sum(self.losses) if self.losses else terms["loss"]
         variables = self.trainable_variables
         gradients = [

@@ -108,9 +108,7 @@ def top_n(
             raise ValueError(f"exclude must hold integer item ids; got dtype {exclude.dtype}.")
         batch, exclude_batch = user_interests.shape[0], exclude.shape[0]
         if batch is not None and exclude_batch is not None and batch != exclude_batch:
-            raise ValueError(
-                f"exclude has batch size {exclude_batch} but user_interests has {batch}."
-            )
+            raise ValueError(f"exclude has batch size {exclude_batch} but user_interests has {batch}.")
         scores = _exclude_items(scores, tf.cast(exclude, tf.int32), offset, tf.shape(item_embeddings)[0])
 
     if num_rows is None:
@@ -123,9 +121,7 @@ def top_n(
     return values, indices + offset
 
 
-def _exclude_items(
-    scores: tf.Tensor, exclude: tf.Tensor, offset: int, num_rows: tf.Tensor
-) -> tf.Tensor:
+def _exclude_items(scores: tf.Tensor, exclude: tf.Tensor, offset: int, num_rows: tf.Tensor) -> tf.Tensor:
     """Sets ``scores[b, id - offset] = -inf`` for every non-zero ``id`` in ``exclude[b]``.
 
     Args:
@@ -189,9 +185,7 @@ def merge_per_interest_top_n(
     if exclude is not None:
         exclude = np.asarray(exclude)
         if exclude.ndim != 2 or exclude.shape[0] != user_interests.shape[0]:
-            raise ValueError(
-                f"exclude must be ({user_interests.shape[0]}, M); got shape {exclude.shape}."
-            )
+            raise ValueError(f"exclude must be ({user_interests.shape[0]}, M); got shape {exclude.shape}.")
     batch = user_interests.shape[0]
     num_items = item_embeddings.shape[0]
     out_scores = np.full((batch, n), -np.inf)

@@ -97,7 +97,9 @@ def load_vocabulary(transform_output: tft.TFTransformOutput) -> Vocabulary:
     if path is None:
         raise FileNotFoundError(f"the Transform graph has no {ITEM_VOCABULARY!r} vocabulary")
     item_ids, counts = [], []
-    for position, record in enumerate(tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator()):
+    for position, record in enumerate(
+        tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator()
+    ):
         count, sep, item = record.partition(b" ")
         if not sep or not count.isdigit():
             raise ValueError(f"{path} record {position}: expected b'<count> <item id>', got {record[:80]!r}")
@@ -210,11 +212,14 @@ def run_fn(fn_args: FnArgs) -> None:
     data = SequenceData(vocabulary, splits)
     logger.info(
         "training %s on %d items; users train %d / eval %d / test %d",
-        config.model, data.num_items, len(data.train), len(data.eval), len(data.test),
+        config.model,
+        data.num_items,
+        len(data.train),
+        len(data.eval),
+        len(data.test),
     )
     result = train.train(config, data, out_dir=fn_args.model_run_dir, verbose=2)
     if not isinstance(result.model, DMIModel):
         raise ValueError(f"model {config.model!r} has no servable")
     written = export.export_servables(result.model, vocabulary, fn_args.serving_model_dir)
     logger.info("test metrics %s; servables %s", result.test, written)
-

@@ -98,7 +98,9 @@ class MultiInterestExtractor(keras.layers.Layer):
         positions = tf.where(valid[:, 0, :])  # (M, 2) indices of the valid (user, position) pairs
         inputs = tf.gather_nd(history_embeddings + self.position_embeddings, positions)  # (M, d)
         valid_logits = self.attention_logits(self.attention_hidden(inputs))  # (M, K)
-        shape = tf.stack([tf.shape(history_embeddings, out_type=tf.int64)[0], self.max_length, self.num_interests])
+        shape = tf.stack(
+            [tf.shape(history_embeddings, out_type=tf.int64)[0], self.max_length, self.num_interests]
+        )
         logits = tf.transpose(tf.scatter_nd(positions, valid_logits, shape), [0, 2, 1])  # (B, K, L)
         logits = tf.where(valid, logits, tf.constant(-1e9, logits.dtype))
         attention = tf.nn.softmax(logits, axis=-1) * tf.cast(valid, logits.dtype)
@@ -111,7 +113,9 @@ class MultiInterestExtractor(keras.layers.Layer):
         if shape.rank != 3:
             raise ValueError(f"`history_embeddings` must have rank 3 (batch, length, dim), got shape {shape}")
         if shape[-1] is None:
-            raise ValueError(f"`history_embeddings` must have a known last dimension (dim), got shape {shape}")
+            raise ValueError(
+                f"`history_embeddings` must have a known last dimension (dim), got shape {shape}"
+            )
         if shape[1] is not None and shape[1] != self.max_length:
             raise ValueError(
                 f"`history_embeddings` must have length max_length={self.max_length}, got shape {shape}"

@@ -66,7 +66,9 @@ class MultiInterestExtractorTest(tf.test.TestCase):
     def test_matches_numpy_recomputation(self):
         self.layer(self.history, MASK)  # Builds the weights.
         # Positions far from zero make a V computed from H + P detectably different.
-        self.layer.position_embeddings.assign(np.full((LENGTH, DIM), 3.0, np.float32) * np.arange(LENGTH)[:, None])
+        self.layer.position_embeddings.assign(
+            np.full((LENGTH, DIM), 3.0, np.float32) * np.arange(LENGTH)[:, None]
+        )
         interests, attention = self.layer(self.history, MASK)
         expected_interests, expected_attention = _numpy_extract(self.layer, self.history, MASK)
         self.assertAllClose(attention, expected_attention, atol=1e-6)

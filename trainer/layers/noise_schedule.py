@@ -187,7 +187,9 @@ class NoiseSchedule:
           ValueError: If ``0 <= t_prev < t <= T`` does not hold.
         """
         if not 0 <= t_prev < t <= self._steps:
-            raise ValueError(f"DDIM steps must satisfy 0 <= t_prev < t <= {self._steps}, got t={t}, t_prev={t_prev}")
+            raise ValueError(
+                f"DDIM steps must satisfy 0 <= t_prev < t <= {self._steps}, got t={t}, t_prev={t_prev}"
+            )
         alpha_bar, alpha_bar_prev = float(self._alphas_bar[t]), float(self._alphas_bar[t_prev])
         predicted_noise = (v_t - math.sqrt(alpha_bar) * v0) / math.sqrt(1.0 - alpha_bar)
         return math.sqrt(alpha_bar_prev) * v0 + math.sqrt(1.0 - alpha_bar_prev) * predicted_noise

@@ -65,11 +65,16 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(schedule.alpha_bar(t), schedule.alphas_bar[t.numpy()], rtol=1e-7)
         self.assertAllClose(schedule.alpha_bar(tf.constant(0)), 1.0)
         steps = tf.constant([1, 4, 6])
-        self.assertAllClose(schedule.posterior_variance(steps), schedule.posterior_variances[[0, 3, 5]], rtol=1e-6)
+        self.assertAllClose(
+            schedule.posterior_variance(steps), schedule.posterior_variances[[0, 3, 5]], rtol=1e-6
+        )
         rng = np.random.default_rng(0)
         v_t, v0 = rng.normal(size=(2, 3, 5)).astype(np.float32)
         rows = [0, 3, 5]  # Entry t - 1 for t = 1, 4, 6.
-        expected = schedule.posterior_mean_coef_vt[rows, None] * v_t + schedule.posterior_mean_coef_v0[rows, None] * v0
+        expected = (
+            schedule.posterior_mean_coef_vt[rows, None] * v_t
+            + schedule.posterior_mean_coef_v0[rows, None] * v0
+        )
         self.assertAllClose(schedule.posterior_mean(v_t, v0, steps), expected, rtol=1e-5, atol=1e-6)
 
     def test_q_sample_statistics(self):
@@ -160,7 +165,9 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
     def test_config_round_trip_and_read_only_arrays(self):
         schedule = NoiseSchedule(7, 1e-4, 2e-3, 0.5)
         restored = NoiseSchedule.from_config(schedule.get_config())
-        self.assertEqual(restored.get_config(), {"steps": 7, "alpha_min": 1e-4, "alpha_max": 2e-3, "scale": 0.5})
+        self.assertEqual(
+            restored.get_config(), {"steps": 7, "alpha_min": 1e-4, "alpha_max": 2e-3, "scale": 0.5}
+        )
         self.assertAllEqual(restored.alphas_bar, schedule.alphas_bar)
         with self.assertRaises(ValueError):
             schedule.alphas_bar[1] = 0.5

@@ -162,7 +162,9 @@ class ServeRefineTest(tf.test.TestCase, parameterized.TestCase):
         seeds = tf.constant([1, 2, 3], tf.int64)
         refined = serve(interests, attention, history, MASK, seeds)
         self.assertEqual(refined.shape, (BATCH, INTERESTS, DIM))
-        self.assertAllClose(refined, refiner.serve_refine(interests, attention, history, MASK, seeds), atol=1e-5)
+        self.assertAllClose(
+            refined, refiner.serve_refine(interests, attention, history, MASK, seeds), atol=1e-5
+        )
         self.assertTrue(np.all(np.isfinite(refined.numpy())))
 
 
@@ -184,7 +186,10 @@ class TrainRefineTest(tf.test.TestCase, parameterized.TestCase):
         alphas_bar = refiner.schedule.alphas_bar[step.numpy()][:, None]
         noisy = np.sqrt(alphas_bar) * interest + np.sqrt(1.0 - alphas_bar) * noise
         denoised = np.stack(
-            [_numpy_affine(noisy[b], step.numpy()[b], history[b], attention[b], MASK[b], 0.5) for b in range(BATCH)]
+            [
+                _numpy_affine(noisy[b], step.numpy()[b], history[b], attention[b], MASK[b], 0.5)
+                for b in range(BATCH)
+            ]
         )
         self.assertAllClose(loss, np.linalg.norm(denoised - interest, axis=-1).mean(), atol=1e-5)
         expected_z = 0.4 * denoised + 0.6 * interest if stop_gradient else denoised
@@ -269,7 +274,9 @@ class TrainRefineTest(tf.test.TestCase, parameterized.TestCase):
 
 class DiffusionRefinerConfigTest(tf.test.TestCase):
     def test_config_round_trip(self):
-        refiner = _refiner(denoiser="mlp", stop_gradient=False, serving_noise="random", sampling_steps=4, name="r")
+        refiner = _refiner(
+            denoiser="mlp", stop_gradient=False, serving_noise="random", sampling_steps=4, name="r"
+        )
         restored = DiffusionRefiner.from_config(refiner.get_config())
         self.assertEqual(restored.get_config(), refiner.get_config())
         self.assertEqual(restored.timesteps, (10, 7, 4, 1))

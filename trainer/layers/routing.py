@@ -33,7 +33,9 @@ def routing_regularization(attention: tf.Tensor, embedding_dim: int) -> tf.Tenso
     """
     attention = tf.convert_to_tensor(attention, tf.float32)
     if attention.shape.rank != 3:
-        raise ValueError(f"`attention` must have rank 3 (batch, num_interests, length), got shape {attention.shape}")
+        raise ValueError(
+            f"`attention` must have rank 3 (batch, num_interests, length), got shape {attention.shape}"
+        )
     if embedding_dim < 1:
         raise ValueError(f"`embedding_dim` must be >= 1, got {embedding_dim}")
     centred = attention - tf.reduce_mean(attention, axis=-1, keepdims=True)

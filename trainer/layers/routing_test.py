@@ -42,7 +42,9 @@ class RoutingRegularizationTest(tf.test.TestCase):
         # d/dA of sum_k S_kk^2 = 2 S_kk * 2 C_k / d (the centring term sums to zero).
         centred = np.array([[[1 / 6, 1 / 6, -1 / 3], [2 / 3, -1 / 3, -1 / 3]]])
         diagonal = np.array([[1 / 12, 1 / 3]])
-        self.assertAllClose(tape.gradient(loss, attention), 2 * diagonal[..., None] * 2 * centred / 2, atol=1e-6)
+        self.assertAllClose(
+            tape.gradient(loss, attention), 2 * diagonal[..., None] * 2 * centred / 2, atol=1e-6
+        )
 
     def test_invalid_arguments_raise(self):
         with self.assertRaisesRegex(ValueError, r"`attention` must have rank 3"):
