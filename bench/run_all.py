@@ -10,7 +10,7 @@ result directory (see :mod:`bench.report`).
     dmirec bench --only serving,speed             # a subset
     dmirec bench --report-only                    # only rewrite docs/results.md
 
-Benchmarks (in run order): reproduce (Table 2 on Beauty), synthetic (all models on the synthetic log),
+Benchmarks (in run order): tune (the hyperparameter search on validation users), reproduce (Table 2 on Beauty), synthetic (all models on the synthetic log),
 ablation (Table 3), ddim (DDIM steps and K), speed (training throughput), serving (gRPC latency).
 """
 
@@ -29,6 +29,7 @@ from bench import common
 MODULE = "bench.run_all"
 # name -> (module, extra arguments), in run order (speed after reproduce: it reads its wall times).
 BENCHMARKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "tune": ("bench.tune", ()),
     "reproduce": ("bench.reproduce", ()),
     "synthetic": ("bench.reproduce", ("--data", "synthetic")),
     "ablation": ("bench.ablation", ()),
