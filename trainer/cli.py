@@ -214,7 +214,9 @@ def _train(args: argparse.Namespace) -> int:
             f"({result.examples_per_second / config.batch_size:,.1f} steps/s)"
         )
     if not isinstance(result.model, PopularityModel):
-        paths = export.export_servables(result.model, data.vocabulary, os.path.join(args.out, "export"))
+        paths = export.export_servables(
+            result.model, data.vocabulary, os.path.join(args.out, "export"), xla=args.xla
+        )
         print("exported " + ", ".join(f"{name}: {path}" for name, path in paths.items()))
         if args.serving_base:
             version = export.push_servables(os.path.join(args.out, "export"), args.serving_base)
@@ -290,6 +292,13 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--serving-base",
         help="also push the exported servables (dmi, dmi_exact) to DIR/<name>/<next version> for serving",
+    )
+    train.add_argument(
+        "--xla",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile the exported user tower (and exact scoring) with XLA (default); --no-xla for a TF "
+        "Serving run without --xla_cpu_compilation_enabled (serving/deploy/README.md)",
     )
     train.add_argument(
         "--set",
