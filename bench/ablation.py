@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench import common
-from bench.reproduce import RunSpec, train_and_test
+from bench.reproduce import RunSpec, reusable_runs, train_and_test
 
 MODULE = "bench.ablation"
 # Row label -> trainer variant.
@@ -122,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["variants"] = {k: v for k, v in previous.get("variants", {}).items() if k in args.variants}
     seeds = tuple(range(args.seeds))
     specs = [RunSpec(label, VARIANTS[label], overrides, seeds) for label in args.variants]
+    reproduced = common.read_json(common.result_path(args.out, "reproduce", args.quick))
+    for spec in specs:
+        reused = reusable_runs(reproduced, spec, result["data"])
+        if reused and spec.label not in result["variants"]:
+            result["variants"][spec.label] = reused
+            common.log(f"{spec.label}: reusing {len(reused['runs'])} run(s) of the reproduction (same config)")
     train_and_test(
         specs,
         dataset.data,

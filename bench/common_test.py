@@ -117,3 +117,24 @@ def test_report_labels_quick_runs_and_lists_what_is_missing(tmp_path):
     text = report.render(str(tmp_path), str(tmp_path / "results.md"))
     assert "`bench/results/reproduce.json` (full run" in text
     json.dumps(text)
+
+
+def test_ablation_reuses_only_identical_reproduction_runs():
+    from bench.reproduce import RunSpec, reusable_runs
+
+    overrides = {"max_steps": 100}
+    spec = RunSpec("dmi-diff", "remi", overrides, (0,))
+    data = {"name": "beauty", "items": 12101}
+    run = {"seed": 0, "test": {"recall@50": 0.1}}
+    reproduced = {
+        "data": data,
+        "command": "python -m bench.reproduce",
+        "commit": "abc",
+        "models": {"remi": {"config": common.config_dict("remi", overrides), "runs": [run, {**run, "seed": 1}]}},
+    }
+    reused = reusable_runs(reproduced, spec, data)
+    assert reused["runs"] == [run] and reused["model"] == "remi" and "bench.reproduce" in reused["reused_from"]
+    assert reusable_runs(reproduced, RunSpec("dmi-diff", "remi", {"max_steps": 99}, (0,)), data) is None
+    assert reusable_runs(reproduced, spec, {**data, "items": 1}) is None
+    assert reusable_runs(reproduced, RunSpec("dmi-diff", "remi", overrides, (2,)), data) is None
+    assert reusable_runs(None, spec, data) is None

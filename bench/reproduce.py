@@ -49,6 +49,31 @@ class RunSpec:
     seeds: tuple[int, ...]
 
 
+def reusable_runs(
+    reproduced: Mapping[str, Any] | None, spec: RunSpec, data: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The runs of a reproduction result that this row would repeat exactly, or None.
+
+    A ``bench.reproduce`` run of the same variant, full config, data and seed is the same computation
+    (training is a pure function of them), so the ablation takes it over instead of training it again;
+    the entry records where it came from.
+    """
+    if not reproduced or reproduced.get("data") != data:
+        return None
+    entry = reproduced.get("models", {}).get(spec.model)
+    if not entry or entry.get("config") != common.config_dict(spec.model, spec.overrides):
+        return None
+    runs = [run for run in entry["runs"] if run["seed"] in spec.seeds]
+    if not runs:
+        return None
+    return {
+        "model": spec.model,
+        "config": entry["config"],
+        "runs": runs,
+        "reused_from": f"{reproduced.get('command')} (commit {reproduced.get('commit')})",
+    }
+
+
 def train_and_test(
     specs: Sequence[RunSpec],
     data: Any,
