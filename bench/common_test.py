@@ -138,3 +138,28 @@ def test_ablation_reuses_only_identical_reproduction_runs():
     assert reusable_runs(reproduced, spec, {**data, "items": 1}) is None
     assert reusable_runs(reproduced, RunSpec("dmi-diff", "remi", overrides, (2,)), data) is None
     assert reusable_runs(None, spec, data) is None
+
+
+def test_tune_resumes_runs_that_train_the_same_model():
+    from bench import tune
+
+    dmi = common.config_dict("dmi", {})
+    old = {k: v for k, v in dmi.items() if k != "denoiser_dropout"}  # recorded before the field existed
+    assert tune.same_run(old, dmi)
+    assert not tune.same_run({**dmi, "eta": 0.2}, dmi)
+    assert not tune.same_run(old, {**dmi, "denoiser_dropout": 0.1})
+    remi = common.config_dict("remi", {})
+    assert tune.same_run({**remi, "noise_scale": 1.0, "denoiser_norm": "post"}, remi)  # unused without diffusion
+    assert not tune.same_run({**remi, "learning_rate": 0.002}, remi)
+
+
+def test_tune_trials_parse_and_reject_bad_ones():
+    import argparse
+
+    from bench import tune
+
+    assert tune.parse_trial("x=dmi:eta=0.2,noise_scale=2") == ("x", "dmi", {"eta": 0.2, "noise_scale": 2.0})
+    assert len({tune.parse_trial(t)[0] for t in tune.DEFAULT_TRIALS}) == len(tune.DEFAULT_TRIALS)
+    for bad in ("nomodel", "x=nope", "x=dmi:eta", "x=dmi:unknown=1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            tune.parse_trial(bad)

@@ -56,6 +56,7 @@ DEFAULT_TRIALS: tuple[str, ...] = (
     f"pre_lr1e-3_eta0.2=dmi:{_PRE_LR},eta=0.2",
     f"pre_lr1e-3_s2=dmi:{_PRE_LR},noise_scale=2",
     f"pre_lr1e-3_s4=dmi:{_PRE_LR},noise_scale=4",
+    f"pre_lr1e-3_s8=dmi:{_PRE_LR},noise_scale=8",
     f"pre_lr1e-3_T20=dmi:{_PRE_LR},diffusion_steps=20",
     f"pre_lr1e-3_lambda3=dmi:{_PRE_LR},diffusion_weight=3",
     f"pre_lr1e-3_lambda0.5=dmi:{_PRE_LR},diffusion_weight=0.5",
@@ -87,6 +88,40 @@ def parse_trial(text: str) -> tuple[str, str, dict[str, Any]]:
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"trial {name!r}: {error}") from None
     return name.strip(), model, overrides
+
+
+# Fields that only the diffusion module reads: a variant without it trains the same model whatever they are.
+_DIFFUSION_FIELDS = (
+    "diffusion_steps",
+    "sampling_steps",
+    "alpha_min",
+    "alpha_max",
+    "noise_scale",
+    "gamma",
+    "eta",
+    "diffusion_weight",
+    "denoiser",
+    "denoiser_heads",
+    "denoiser_norm",
+    "denoiser_dropout",
+    "stop_gradient",
+    "serving_noise",
+)
+# Fields added after part of the search was recorded, with the value those runs used.
+_ADDED_FIELDS = {"denoiser_dropout": 0.0}
+
+
+def same_run(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether a recorded trial config trains the same model as ``config`` (so it need not be rerun).
+
+    Fields added to :class:`trainer.config.ModelConfig` later count with the value the recorded runs
+    used, and without diffusion the diffusion fields are irrelevant.
+    """
+    recorded = {**_ADDED_FIELDS, **recorded}
+    if not config.get("diffusion", True):
+        recorded = {k: v for k, v in recorded.items() if k not in _DIFFUSION_FIELDS}
+        config = {k: v for k, v in config.items() if k not in _DIFFUSION_FIELDS}
+    return dict(recorded) == dict(config)
 
 
 def changes_from_paper(model: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, model, overrides in trials:
         config = common.config_dict(model, {**shared, **overrides})
         entry = save_trial(path, metadata, None)["trials"].get(name)
-        if entry is None or entry["model"] != model or entry["config"] != config:
+        if entry is None or entry["model"] != model or not same_run(entry["config"], config):
             entry = {"model": model, "overrides": overrides, "config": config, "runs": []}
         done = {run["seed"] for run in entry["runs"]}
         for seed in range(args.seeds):
