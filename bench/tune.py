@@ -66,7 +66,7 @@ DEFAULT_TRIALS: tuple[str, ...] = (
 # Early stopping of the search: 3 evaluations without improvement (the reproduction uses the protocol's
 # schedule); the best validation Recall@50 of a run is what is compared.
 SEARCH_PATIENCE = 3
-QUICK_TRIALS: tuple[str, ...] = ("dmi=dmi", "pre=dmi:denoiser_norm=pre")
+QUICK_TRIALS: tuple[str, ...] = ("remi=remi", "dmi=dmi")
 
 
 def parse_trial(text: str) -> tuple[str, str, dict[str, Any]]:
