@@ -127,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         reused = reusable_runs(reproduced, spec, result["data"])
         if reused and spec.label not in result["variants"]:
             result["variants"][spec.label] = reused
-            common.log(f"{spec.label}: reusing {len(reused['runs'])} run(s) of the reproduction (same config)")
+            common.log(
+                f"{spec.label}: reusing {len(reused['runs'])} run(s) of the reproduction (same config)"
+            )
     train_and_test(
         specs,
         dataset.data,

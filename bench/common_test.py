@@ -62,9 +62,10 @@ def test_argument_parsers():
 
 
 def test_default_scann_parameters_follow_the_export_rule():
-    leaves, searched = serving_latency.default_scann_parameters(1_000_000, 200, 20)
-    assert leaves == 1000 and searched == 200
-    assert serving_latency.default_scann_parameters(12_101, 200, 20) == (110, 22)
+    # Two fifths of sqrt(N) partitions, or enough to hold four times the candidates (trainer.export).
+    assert serving_latency.default_scann_parameters(1_000_000, 200, 20) == (1000, 400)
+    assert serving_latency.default_scann_parameters(12_101, 200, 20) == (110, 44)
+    assert serving_latency.default_scann_parameters(1_000, 200, 20) == (32, 29)
 
 
 def test_recall_vs_exact():
@@ -130,10 +131,14 @@ def test_ablation_reuses_only_identical_reproduction_runs():
         "data": data,
         "command": "python -m bench.reproduce",
         "commit": "abc",
-        "models": {"remi": {"config": common.config_dict("remi", overrides), "runs": [run, {**run, "seed": 1}]}},
+        "models": {
+            "remi": {"config": common.config_dict("remi", overrides), "runs": [run, {**run, "seed": 1}]}
+        },
     }
     reused = reusable_runs(reproduced, spec, data)
-    assert reused["runs"] == [run] and reused["model"] == "remi" and "bench.reproduce" in reused["reused_from"]
+    assert (
+        reused["runs"] == [run] and reused["model"] == "remi" and "bench.reproduce" in reused["reused_from"]
+    )
     assert reusable_runs(reproduced, RunSpec("dmi-diff", "remi", {"max_steps": 99}, (0,)), data) is None
     assert reusable_runs(reproduced, spec, {**data, "items": 1}) is None
     assert reusable_runs(reproduced, RunSpec("dmi-diff", "remi", overrides, (2,)), data) is None
@@ -149,7 +154,9 @@ def test_tune_resumes_runs_that_train_the_same_model():
     assert not tune.same_run({**dmi, "eta": 0.2}, dmi)
     assert not tune.same_run(old, {**dmi, "denoiser_dropout": 0.1})
     remi = common.config_dict("remi", {})
-    assert tune.same_run({**remi, "noise_scale": 1.0, "denoiser_norm": "post"}, remi)  # unused without diffusion
+    assert tune.same_run(
+        {**remi, "noise_scale": 1.0, "denoiser_norm": "post"}, remi
+    )  # unused without diffusion
     assert not tune.same_run({**remi, "learning_rate": 0.002}, remi)
 
 

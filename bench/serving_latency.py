@@ -129,12 +129,11 @@ def size_label(items: int) -> str:
 
 
 def default_scann_parameters(num_items: int, max_top_n: int, max_length: int) -> tuple[int, int]:
-    """The ``(leaves, leaves_to_search)`` that :class:`trainer.export.RetrievalServable` picks by default
-    (mirrored here only to report them)."""
-    per_interest = min(max_top_n + max_length, num_items)
-    leaves = max(1, int(round(np.sqrt(num_items))))
-    searched = max(leaves // 5, int(np.ceil(4 * per_interest * leaves / num_items)))
-    return leaves, max(1, min(leaves, searched))
+    """The ``(leaves, leaves_to_search)`` the exported ``dmi`` servable uses by default."""
+    from trainer.export import scann_parameters
+
+    _, leaves, searched = scann_parameters(num_items, max_top_n, max_length)
+    return leaves, searched
 
 
 def export_layout(

@@ -45,6 +45,35 @@ SERVABLES = (SCANN, EXACT)
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
+def scann_parameters(
+    num_items: int,
+    max_top_n: int,
+    max_length: int,
+    leaves: int | None = None,
+    leaves_to_search: int | None = None,
+) -> tuple[int, int, int]:
+    """The ScaNN index settings of the ``dmi`` servable: ``(per_interest, leaves, leaves_to_search)``.
+
+    Each interest retrieves ``max_top_n + L`` candidates, so that after removing history items (an option
+    of the request) and merging the K lists, ``max_top_n`` distinct items remain. By default there are
+    about ``sqrt(N)`` partitions, of which two fifths are searched (bench/serving_latency.py at 1M items:
+    Recall@50 against exact 0.949 with a fifth, 0.980 with two fifths, still 23x faster than exact), and
+    at least enough of them to hold about four times the candidates asked for (small catalogues then
+    search most of their partitions).
+
+    Args:
+      num_items: N, the catalogue size.
+      max_top_n: the longest list a request may ask for.
+      max_length: L, the history length.
+      leaves: partitions, or None for the default.
+      leaves_to_search: partitions searched per query, or None for the default.
+    """
+    per_interest = min(max_top_n + max_length, num_items)
+    leaves = leaves or max(1, int(round(np.sqrt(num_items))))
+    searched = leaves_to_search or max(2 * leaves // 5, int(np.ceil(4 * per_interest * leaves / num_items)))
+    return per_interest, leaves, max(1, min(leaves, searched))
+
+
 class RetrievalServable(tf.Module):
     """The serving graph of one servable: raw ids in, top-N raw ids and scores out.
 
@@ -103,20 +132,14 @@ class RetrievalServable(tf.Module):
         if use_scann:
             # Each interest retrieves max_top_n + L candidates, so that after removing history items (an
             # option of the request) and merging the K lists, max_top_n distinct items remain.
-            per_interest = min(max_top_n + self.max_length, model.num_items)
-            leaves = scann_leaves or max(1, int(round(np.sqrt(model.num_items))))
-            # By default search two fifths of the partitions (bench/serving_latency.py at 1M items: Recall@50
-            # vs exact 0.949 with a fifth, 0.980 with two fifths, still 23x faster than exact), and at least
-            # enough of them to hold about four times the candidates asked for (small catalogues then
-            # search most of their partitions).
-            searched = scann_leaves_to_search or max(
-                2 * leaves // 5, int(np.ceil(4 * per_interest * leaves / model.num_items))
+            per_interest, leaves, searched = scann_parameters(
+                model.num_items, max_top_n, self.max_length, scann_leaves, scann_leaves_to_search
             )
             self.scann = tfrs.layers.factorized_top_k.ScaNN(
                 k=per_interest,
                 distance_measure="dot_product",
                 num_leaves=leaves,
-                num_leaves_to_search=max(1, min(leaves, searched)),
+                num_leaves_to_search=searched,
                 num_reordering_candidates=4 * per_interest,
             )
             self.scann.index(model.item_table[1:], tf.range(1, model.num_items + 1, dtype=tf.int32))
