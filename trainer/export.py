@@ -56,10 +56,12 @@ def scann_parameters(
 
     Each interest retrieves ``max_top_n + L`` candidates, so that after removing history items (an option
     of the request) and merging the K lists, ``max_top_n`` distinct items remain. By default there are
-    about ``sqrt(N)`` partitions, of which two fifths are searched (bench/serving_latency.py at 1M items:
-    Recall@50 against exact 0.949 with a fifth, 0.980 with two fifths, still 23x faster than exact), and
-    at least enough of them to hold about four times the candidates asked for (small catalogues then
-    search most of their partitions).
+    about ``sqrt(N)`` partitions, of which two fifths are searched, and at least enough of them to hold
+    about four times the candidates asked for (small catalogues then search most of their partitions).
+    Measured with bench/serving_latency.py at 1M items, Recall@50 against exact varies between index
+    builds (ScaNN's partitioning and quantization are trained at random): 0.949 and 0.967 with a fifth of
+    the leaves, 0.980 and 0.948 with two fifths, 0.974 with all of them, so the re-scoring of
+    ``num_reordering_candidates``, not the partitions searched, is what limits it.
 
     Args:
       num_items: N, the catalogue size.
