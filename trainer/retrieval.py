@@ -112,11 +112,15 @@ def top_n(
         scores = _exclude_items(scores, tf.cast(exclude, tf.int32), offset, tf.shape(item_embeddings)[0])
 
     if num_rows is None:
-        tf.debugging.assert_less_equal(
+        # A control dependency, so that the check fails before top_k's own, less helpful error (in a
+        # tf.function an assertion is otherwise unordered with respect to the ops after it).
+        check = tf.debugging.assert_less_equal(
             n,
             tf.shape(scores)[1],
             message="top_n: n exceeds the number of retrievable items.",
         )
+        with tf.control_dependencies([check]):
+            scores = tf.identity(scores)
     values, indices = tf.math.top_k(scores, k=n, sorted=True)
     return values, indices + offset
 
