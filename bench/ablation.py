@@ -90,9 +90,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     parser.add_argument(
         "--resume", action="store_true", help="keep the runs of an existing result file with the same config"
     )
-    common.add_set_argument(parser)
-    common.add_thread_arguments(parser, default=1)
-    common.add_jobs_argument(parser)
+    common.add_training_arguments(parser)
     return parser.parse_args(argv)
 
 

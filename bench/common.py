@@ -484,7 +484,16 @@ def parallel_runs(
             yield future.result()
 
 
-def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
+def add_training_arguments(parser: argparse.ArgumentParser, jobs: bool = True) -> None:
+    """What every script that trains takes: ``--set``, the thread counts (one each by default) and,
+    when its runs are independent, ``--jobs``."""
+    add_set_argument(parser)
+    add_thread_arguments(parser, default=1)
+    if jobs:
+        _add_jobs_argument(parser)
+
+
+def _add_jobs_argument(parser: argparse.ArgumentParser) -> None:
     """``--jobs N``: training runs in parallel worker processes."""
     parser.add_argument(
         "--jobs",

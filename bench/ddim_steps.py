@@ -197,9 +197,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     )
     parser.add_argument("--skip-k-sweep", action="store_true", help="run part 1 only")
     parser.add_argument("--requests", type=int, help="timed batch-1 calls per S (default 500; --quick: 200)")
-    common.add_set_argument(parser)
-    common.add_thread_arguments(parser, default=1)
-    common.add_jobs_argument(parser)
+    common.add_training_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -137,8 +137,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     parser.add_argument(
         "--repeats", type=int, default=1, help="alternate the models this many times (default 1)"
     )
-    common.add_set_argument(parser)
-    common.add_thread_arguments(parser, default=1)
+    common.add_training_arguments(parser, jobs=False)
     return parser.parse_args(argv)
 
 

@@ -196,8 +196,7 @@ def parse_args(argv: Sequence[str]) -> Any:
         help="a trial to run (repeatable; default: the recorded search, DEFAULT_TRIALS)",
     )
     parser.add_argument("--seeds", type=int, default=1, help="seeds per trial (default 1)")
-    common.add_set_argument(parser)
-    common.add_thread_arguments(parser, default=1)
+    common.add_training_arguments(parser, jobs=False)
     return parser.parse_args(argv)
 
 
