@@ -406,8 +406,16 @@ def train_run(
     started = time.perf_counter()
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
-    result = train_lib.train(config, data, out_dir, verbose=verbose, evaluate_test=evaluate_test)
+    result = train_lib.train(
+        config,
+        data,
+        out_dir,
+        verbose=verbose,
+        evaluate_test=evaluate_test,
+        backbone_dir=backbone_dir(config, data),
+    )
     wall = time.perf_counter() - started
+    best = next((e for e in result.history if e["step"] == result.best_step), {})
     record = {
         "seed": seed,
         "commit": git_commit(),
@@ -419,17 +427,55 @@ def train_run(
         "wall_time_s": round(wall, 1),
         "loadavg_start": load_before,
         "loadavg_end": loadavg(),
+        # The refinement at the best evaluation (trainer.diagnostics): validation Recall@50 of the same
+        # weights without refinement, and how far the refinement moves the interests.
+        "refinement": {key: best[key] for key in REFINEMENT_KEYS if key in best},
         "history": [
             {
                 "step": entry["step"],
                 "val_recall@50": entry.get("val_recall@50"),
                 "examples_per_second": entry.get("examples_per_second"),
                 "loss": entry.get("loss"),
+                **{key: entry[key] for key in REFINEMENT_KEYS[:3] if key in entry},
             }
             for entry in result.history
         ],
     }
+    if result.backbone is not None:
+        record["backbone"] = {
+            "validation": result.backbone.validation,
+            "best_step": result.backbone.best_step,
+            "steps": result.backbone.steps,
+        }
     return result, record
+
+
+REFINEMENT_KEYS = (
+    "val_coarse_recall@50",
+    "refinement_size",
+    "refinement_cosine",
+    "refinement_size_by_step",
+    "refinement_cosine_by_step",
+    "interest_norm",
+    "item_norm",
+)
+
+
+def backbone_dir(config: Any, data: Any) -> str | None:
+    """Where a two-stage run's first stage (:func:`trainer.train.backbone_config`) is kept in the work
+    directory, so that every refiner trained on the same backbone and data reuses it; None otherwise."""
+    import hashlib
+
+    import numpy as np
+
+    from trainer import train as train_lib
+
+    if not config.diffusion or config.refiner_schedule != "two_stage":
+        return None
+    digest = hashlib.sha256(train_lib.backbone_config(config).to_json().encode())
+    for split in (data.train, data.eval):
+        digest.update(np.ascontiguousarray(split.items).tobytes())
+    return os.path.join(WORK_DIR, "backbones", digest.hexdigest()[:16])
 
 
 def _worker_init(threads: Mapping[str, int], data: Any) -> None:

@@ -90,25 +90,17 @@ def parse_trial(text: str) -> tuple[str, str, dict[str, Any]]:
     return name.strip(), model, overrides
 
 
-# Fields that only the diffusion module reads: a variant without it trains the same model whatever they are.
-_DIFFUSION_FIELDS = (
-    "diffusion_steps",
-    "sampling_steps",
-    "alpha_min",
-    "alpha_max",
-    "noise_scale",
-    "gamma",
-    "eta",
-    "diffusion_weight",
-    "denoiser",
-    "denoiser_heads",
-    "denoiser_norm",
-    "denoiser_dropout",
-    "stop_gradient",
-    "serving_noise",
-)
 # Fields added after part of the search was recorded, with the value those runs used.
-_ADDED_FIELDS = {"denoiser_dropout": 0.0}
+_ADDED_FIELDS = {
+    "denoiser_dropout": 0.0,
+    "denoiser_input_dropout": 0.0,
+    "denoiser_query_residual": True,
+    "diffusion_loss": "norm",
+    "diffusion_noise": "absolute",
+    "diffusion_training": "one_step",
+    "refiner_schedule": "joint",
+    "coarse_loss_weight": 0.0,
+}
 
 
 def same_run(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
@@ -117,10 +109,12 @@ def same_run(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
     Fields added to :class:`trainer.config.ModelConfig` later count with the value the recorded runs
     used, and without diffusion the diffusion fields are irrelevant.
     """
+    from trainer.config import DIFFUSION_FIELDS
+
     recorded = {**_ADDED_FIELDS, **recorded}
     if not config.get("diffusion", True):
-        recorded = {k: v for k, v in recorded.items() if k not in _DIFFUSION_FIELDS}
-        config = {k: v for k, v in config.items() if k not in _DIFFUSION_FIELDS}
+        recorded = {k: v for k, v in recorded.items() if k not in DIFFUSION_FIELDS}
+        config = {k: v for k, v in config.items() if k not in DIFFUSION_FIELDS}
     return dict(recorded) == dict(config)
 
 

@@ -44,11 +44,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
 # Every variant trains with Adam at lr 1e-3 (ComiRec's and REMI's published rate, protocol.md; chosen for
 # DMI on validation users, see above). `--set learning_rate=0.002` gives the paper's DMI rate.
 
-USER_TOWERS = ("self_attentive", "mean_pooling", "popularity")
-DENOISERS = ("transformer", "mlp")
-DENOISER_NORMS = ("post", "pre")
-SAMPLERS = ("log_uniform", "uniform")
-SERVING_NOISE = ("zero", "random")
+from trainer.choices import (  # noqa: E402  (the one definition of each choice list)
+    DENOISER_NORMS,
+    DENOISERS,
+    DIFFUSION_LOSSES,
+    DIFFUSION_NOISES,
+    DIFFUSION_TRAININGS,
+    REFINER_SCHEDULES,
+    SAMPLERS,
+    SERVING_NOISES,
+    USER_TOWERS,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +84,23 @@ class ModelConfig:
         branches; the paper does not mention any, so 0 by default).
       denoiser_norm: ``post`` or ``pre``: LayerNorm placement in the transformer denoiser (the paper does
         not say; see :class:`trainer.layers.InterestDenoiser`).
+      denoiser_input_dropout: dropout on the noisy interest ``v_t`` before the denoiser reads it (training
+        only; it reaches both the attention query and the pre-norm residual path), so that the denoiser
+        cannot copy its input; DiffRec and DDRM drop half of theirs. 0: the paper (none).
+      denoiser_query_residual: keep the pre-norm denoiser's residual path from ``v_t`` (False: the
+        prediction comes from the attention over the history alone, see ``InterestDenoiser``).
+      diffusion_loss: L_dm per example: ``norm`` (Eq. 18 literally, the Euclidean norm), ``squared`` (its
+        square) or ``mse`` (the square averaged over dimensions, as DiffRec / DDRM).
+      diffusion_noise: ``absolute`` (Eq. 7) or ``relative`` forward noise (scaled by each interest's RMS
+        value, so the schedule's levels are signal-to-noise ratios at any interest scale).
+      diffusion_training: ``one_step`` (Algorithm 1: one denoiser call at a random step) or ``chain``
+        (training runs the serving DDIM chain from T, so serving computes what was trained).
+      refiner_schedule: ``joint`` (the paper: extractor, items and refiner train together) or
+        ``two_stage``: the ``remi`` model of the same config trains first, then the refiner alone on its
+        frozen extractor and item table (as DDRM trains its denoiser on a frozen, pretrained backbone).
+      coarse_loss_weight: weight of a second sampled-softmax term on the selected *unrefined* interest
+        ``v`` (0: the paper). It keeps training the extractor towards REMI's objective while the refiner
+        trains jointly, instead of only through the ``(1 - eta) v`` part of ``Z``.
       stop_gradient: freeze the interest vector for the diffusion loss (Sec. 3.2); False with the output
         taken from the denoiser alone is the dmi-GD ablation.
       serving_noise: ``zero`` (deterministic v_T = sqrt(abar_T) v) or ``random`` (stateless noise seeded
@@ -116,6 +139,13 @@ class ModelConfig:
     denoiser_heads: int = 2
     denoiser_norm: str = "pre"
     denoiser_dropout: float = 0.0
+    denoiser_input_dropout: float = 0.0
+    denoiser_query_residual: bool = True
+    diffusion_loss: str = "norm"
+    diffusion_noise: str = "absolute"
+    diffusion_training: str = "one_step"
+    refiner_schedule: str = "joint"
+    coarse_loss_weight: float = 0.0
     stop_gradient: bool = True
     serving_noise: str = "zero"
     routing_weight: float = 100.0
@@ -144,9 +174,17 @@ class ModelConfig:
             f"denoiser_norm must be one of {DENOISER_NORMS}, got {self.denoiser_norm!r}",
         )
         _check(self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        for name, choices in (
+            ("serving_noise", SERVING_NOISES),
+            ("diffusion_loss", DIFFUSION_LOSSES),
+            ("diffusion_noise", DIFFUSION_NOISES),
+            ("diffusion_training", DIFFUSION_TRAININGS),
+            ("refiner_schedule", REFINER_SCHEDULES),
+        ):
+            _check(getattr(self, name) in choices, f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         _check(
-            self.serving_noise in SERVING_NOISE,
-            f"serving_noise must be one of {SERVING_NOISE}, got {self.serving_noise!r}",
+            self.denoiser_query_residual or self.denoiser_norm == "pre",
+            "denoiser_query_residual=false needs denoiser_norm=pre",
         )
         for name in (
             "embedding_dim",
@@ -177,6 +215,11 @@ class ModelConfig:
         _check(
             0 <= self.denoiser_dropout < 1, f"denoiser_dropout must be in [0, 1), got {self.denoiser_dropout}"
         )
+        _check(
+            0 <= self.denoiser_input_dropout < 1,
+            f"denoiser_input_dropout must be in [0, 1), got {self.denoiser_input_dropout}",
+        )
+        _check(self.coarse_loss_weight >= 0, f"coarse_loss_weight must be >= 0, got {self.coarse_loss_weight}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _check(self.min_cut >= 1, f"min_cut must be >= 1, got {self.min_cut}")
         _check(
@@ -204,6 +247,43 @@ class ModelConfig:
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         _check(not unknown, f"unknown config field(s): {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+# Fields that only the diffusion refiner reads: a model without it is the same whatever they are.
+DIFFUSION_FIELDS: tuple[str, ...] = (
+    "diffusion_steps",
+    "sampling_steps",
+    "alpha_min",
+    "alpha_max",
+    "noise_scale",
+    "gamma",
+    "eta",
+    "diffusion_weight",
+    "denoiser",
+    "denoiser_heads",
+    "denoiser_norm",
+    "denoiser_dropout",
+    "denoiser_input_dropout",
+    "denoiser_query_residual",
+    "diffusion_loss",
+    "diffusion_noise",
+    "diffusion_training",
+    "refiner_schedule",
+    "coarse_loss_weight",
+    "stop_gradient",
+    "serving_noise",
+)
+
+
+def without_diffusion(config: ModelConfig, model: str = "remi") -> ModelConfig:
+    """``config`` with the refiner off and every :data:`DIFFUSION_FIELDS` at its default.
+
+    Two configs that differ only in the refiner give the same model here (e.g. the frozen first stage of
+    a two-stage run, shared by every refiner trained on it).
+    """
+    defaults = ModelConfig()
+    values = {name: getattr(defaults, name) for name in DIFFUSION_FIELDS}
+    return dataclasses.replace(config, **values, model=model, diffusion=False)
 
 
 def _check(condition: bool, message: str) -> None:

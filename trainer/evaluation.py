@@ -29,6 +29,8 @@ class Evaluator:
       cutoffs: list lengths N to report.
       ndcg: ``rank`` (default), ``standard`` or ``remi`` (see :mod:`trainer.metrics`).
       batch_size: users per retrieval call.
+      refine: False ranks by a DMI model's coarse interests, without the diffusion refinement (the same
+        weights; for diagnostics).
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class Evaluator:
         cutoffs: Sequence[int] = DEFAULT_CUTOFFS,
         ndcg: str = "rank",
         batch_size: int = 512,
+        refine: bool = True,
     ):
         if len(evaluation_set) == 0:
             raise ValueError("the evaluation set has no users (too few users in this split?)")
@@ -54,7 +57,9 @@ class Evaluator:
         else:
             spec = tf.TensorSpec([None, evaluation_set.histories.shape[1]], tf.int32)
             self._recommend = tf.function(
-                lambda history: model.recommend(history, n)[1], input_signature=[spec], autograph=False
+                lambda history: model.recommend(history, n, refine=refine)[1],
+                input_signature=[spec],
+                autograph=False,
             )
 
     def __call__(self) -> dict[str, float]:

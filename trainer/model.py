@@ -125,6 +125,11 @@ class DMIModel(tfrs.Model):
                 num_heads=config.denoiser_heads,
                 norm_position=config.denoiser_norm,
                 dropout=config.denoiser_dropout,
+                query_residual=config.denoiser_query_residual,
+                loss=config.diffusion_loss,
+                input_dropout=config.denoiser_input_dropout,
+                noise=config.diffusion_noise,
+                training=config.diffusion_training,
                 name="refiner",
             )
         self.sampled_softmax = SampledSoftmax(
@@ -158,27 +163,35 @@ class DMIModel(tfrs.Model):
         interests, attention = self.extractor(embeddings, mask)
         return interests, attention, embeddings, mask
 
-    def user_interests(self, history: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+    def user_interests(
+        self, history: tf.Tensor, seed: tf.Tensor | None = None, refine: bool = True
+    ) -> tf.Tensor:
         """The serving user tower: K refined interest vectors Z (Algorithm 2; Eq. 13 per interest).
 
         Args:
           history: (batch, L) int item indices, 0-padded.
           seed: per-request seed of the DDIM start noise when ``serving_noise == "random"``.
+          refine: False returns the extractor's coarse interests (what the refinement adds, measured on
+            the same weights).
 
         Returns:
           (batch, K, d) interest vectors (K = 1 for the mean-pooling tower).
         """
         interests, attention, embeddings, mask = self.extract(history)
-        if self.refiner is None:
+        if self.refiner is None or not refine:
             return interests
         return self.refiner.serve_refine(interests, attention, embeddings, mask, seed=seed)
 
     def recommend(
-        self, history: tf.Tensor, n: int, exclude_history: bool = False
+        self, history: tf.Tensor, n: int, exclude_history: bool = False, refine: bool = True
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Top-``n`` items by ``max_k Z_k . e_i`` (Eq. 20): ``(scores, ids)``, both (batch, n)."""
+        """Top-``n`` items by ``max_k Z_k . e_i`` (Eq. 20): ``(scores, ids)``, both (batch, n).
+
+        ``refine=False`` ranks by the coarse interests (see :meth:`user_interests`).
+        """
         exclude = history if exclude_history else None
-        return retrieval.top_n(self.user_interests(history), self.item_table, n, exclude=exclude)
+        interests = self.user_interests(history, refine=refine)
+        return retrieval.top_n(interests, self.item_table, n, exclude=exclude)
 
     def call(self, history: tf.Tensor) -> tf.Tensor:
         return self.user_interests(history)
@@ -198,12 +211,21 @@ class DMIModel(tfrs.Model):
           training: whether the denoiser's dropout (``denoiser_dropout``) is active.
 
         Returns:
-          ``loss`` and its terms ``softmax``, ``diffusion`` and ``routing`` (scalars).
+          ``loss`` and its terms ``softmax``, ``diffusion``, ``routing`` and ``coarse_softmax`` (the
+          sampled softmax of the unrefined interest, weighted by ``coarse_loss_weight``; 0 when unused).
         """
         history, target = inputs[batches.HISTORY], inputs[batches.TARGET]
         interests, attention, embeddings, mask = self.extract(history)
         user_vector, selected_attention = select_interest(interests, attention, self.item_embeddings(target))
-        terms = {"diffusion": tf.constant(0.0), "routing": tf.constant(0.0)}
+        terms = {
+            "diffusion": tf.constant(0.0),
+            "routing": tf.constant(0.0),
+            "coarse_softmax": tf.constant(0.0),
+        }
+        if self.refiner is not None and self.config.coarse_loss_weight > 0:
+            terms["coarse_softmax"] = tf.reduce_mean(
+                self.sampled_softmax(user_vector, target, self.item_table)
+            )
         if self.refiner is not None:
             step_seed, noise_seed = tf.unstack(
                 tf.random.experimental.stateless_split(inputs[batches.STEP_SEED], 2)
@@ -223,6 +245,7 @@ class DMIModel(tfrs.Model):
             terms["softmax"]
             + self.config.diffusion_weight * terms["diffusion"]
             + self.config.routing_weight * terms["routing"]
+            + self.config.coarse_loss_weight * terms["coarse_softmax"]
         )
         return terms
 

@@ -19,12 +19,12 @@ items more often. TensorFlow's samplers draw classes ``0..range_max-1``, so they
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
 
-SAMPLERS: Tuple[str, ...] = ("log_uniform", "uniform")
+from trainer.choices import SAMPLERS
 
 
 class CandidateSample(NamedTuple):

@@ -7,7 +7,8 @@ improvement, the best weights restored and evaluated on test users. With an ``ou
 
 - ``config.json``, ``vocabulary.tsv``: what the model needs to be rebuilt (:func:`load_model`);
 - ``model/``: the best weights; ``metrics.json``: validation, test, speed and the evaluation history;
-- ``logs/``: TensorBoard scalars (loss terms, validation metrics, examples/s);
+- ``logs/``: TensorBoard scalars (loss terms, validation metrics, examples/s and, for DMI, the
+  refinement diagnostics of :mod:`trainer.diagnostics` with validation Recall@50 without refinement);
 - ``checkpoints/``: the latest state (weights, optimizer, early-stopping state), so that an
   interrupted run started again with the same arguments resumes where it stopped.
 """
@@ -29,7 +30,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from trainer import batches
-from trainer.config import ModelConfig
+from trainer.config import ModelConfig, without_diffusion
+from trainer.diagnostics import refinement_diagnostics
 from trainer.evaluation import Evaluator
 from trainer.model import DMIModel, PopularityModel
 from trainer.sequences import SequenceData, Vocabulary, evaluation_set
@@ -58,7 +60,9 @@ class TrainingResult:
       steps: steps trained.
       examples_per_second: steady training throughput (median over evaluation periods after the first,
         evaluation time excluded); None for ``pop`` or a run of a single period.
-      history: one entry per evaluation: step, validation metrics, loss terms, examples/s.
+      history: one entry per evaluation: step, validation metrics, loss terms, examples/s and, for DMI,
+        ``val_coarse_recall@50`` (the same weights without refinement) and the refinement diagnostics.
+      backbone: with ``refiner_schedule="two_stage"``, the first stage's run (the frozen ``remi``).
     """
 
     config: ModelConfig
@@ -69,9 +73,23 @@ class TrainingResult:
     steps: int
     examples_per_second: float | None
     history: list[dict[str, Any]]
+    backbone: TrainingResult | None = None
 
     def metrics(self) -> dict[str, Any]:
+        backbone = self.backbone
         return {
+            **(
+                {
+                    "backbone": {
+                        "validation": backbone.validation,
+                        "best_step": backbone.best_step,
+                        "steps": backbone.steps,
+                        "history": backbone.history,
+                    }
+                }
+                if backbone is not None
+                else {}
+            ),
             "model": self.config.model,
             "validation": self.validation,
             "test": self.test,
@@ -92,9 +110,11 @@ class _ValidationAndCheckpoint(keras.callbacks.Callback):
         config: ModelConfig,
         manager: tf.train.CheckpointManager | None,
         state: dict[str, Any],
+        coarse_evaluator: Evaluator | None = None,
     ):
         super().__init__()
         self.evaluator = evaluator
+        self.coarse_evaluator = coarse_evaluator
         self.config = config
         self.manager = manager
         self.state = state
@@ -110,15 +130,21 @@ class _ValidationAndCheckpoint(keras.callbacks.Callback):
         examples_per_second = self.config.eval_every * self.config.batch_size / seconds
         metrics = self.evaluator()
         step = (epoch + 1) * self.config.eval_every
+        diagnostics: dict[str, Any] = {}
+        if self.coarse_evaluator is not None:
+            diagnostics = refinement_diagnostics(self.model, self.evaluator.evaluation_set.histories)
+            diagnostics["val_coarse_recall@50"] = self.coarse_evaluator()[VALIDATION_METRIC]
         entry = {
             "step": step,
             "examples_per_second": examples_per_second,
             **{f"val_{k}": v for k, v in metrics.items()},
             **{k: float(v) for k, v in logs.items()},
+            **diagnostics,
         }
         self.state["history"].append(entry)
         for key, value in metrics.items():
             logs[f"val_{key}"] = value
+        logs.update({k: v for k, v in diagnostics.items() if not isinstance(v, list)})
         logs["examples_per_second"] = examples_per_second
         score = metrics[VALIDATION_METRIC]
         improved = score > self.state["best"]
@@ -137,9 +163,15 @@ class _ValidationAndCheckpoint(keras.callbacks.Callback):
             self.state["best_step"],
             examples_per_second,
         )
+        refinement = (
+            f"; unrefined {diagnostics['val_coarse_recall@50']:.4f}, refinement size "
+            f"{diagnostics['refinement_size']:.3f}"
+            if diagnostics
+            else ""
+        )
         print(
             f"step {step}: val {VALIDATION_METRIC} {score:.4f} (best {self.state['best']:.4f} at step "
-            f"{self.state['best_step']}), {examples_per_second:,.0f} examples/s",
+            f"{self.state['best_step']}){refinement}, {examples_per_second:,.0f} examples/s",
             file=sys.stderr,
             flush=True,
         )
@@ -211,8 +243,13 @@ def train(
     verbose: int | str = "auto",
     ndcg: str = "rank",
     evaluate_test: bool = True,
+    backbone_dir: str | None = None,
 ) -> TrainingResult:
     """Trains one model under the protocol and evaluates its best weights on test users.
+
+    With ``refiner_schedule="two_stage"`` the run has two stages, each with its own validation and early
+    stopping: first the config's ``remi`` model (:func:`backbone_config`), then the DMI model initialised
+    from it with the item table and the extractor frozen, so that only the refiner trains.
 
     Args:
       config: the model and schedule (:func:`trainer.config.variant_config`).
@@ -222,6 +259,9 @@ def train(
       ndcg: NDCG variant of the reported metrics (``rank``, ``standard`` or ``remi``).
       evaluate_test: evaluate the best weights on test users; False leaves ``test`` empty, for
         hyperparameter searches that must see validation users only.
+      backbone_dir: where a two-stage run's first stage is written (default ``out_dir/backbone``; None with
+        no ``out_dir``: in memory). Runs whose :func:`backbone_config` is the same can share one: a
+        finished first stage is loaded, not trained again.
 
     Returns:
       The :class:`TrainingResult`.
@@ -237,7 +277,19 @@ def train(
             f.write(config.to_json())
         data.vocabulary.save(os.path.join(out_dir, VOCABULARY_FILE))
 
+    backbone = None
+    if config.diffusion and config.refiner_schedule == "two_stage":
+        if backbone_dir is None and out_dir is not None:
+            backbone_dir = os.path.join(out_dir, "backbone")
+        backbone = train(backbone_config(config), data, backbone_dir, verbose, ndcg, evaluate_test=False)
+        keras.utils.set_random_seed(config.seed)
+
     model = build_model(config, data.vocabulary, _item_counts(data))
+    if backbone is not None:
+        for name in ("item_embeddings", "extractor"):
+            layer = getattr(model, name)
+            layer.set_weights(getattr(backbone.model, name).get_weights())
+            layer.trainable = False
     if isinstance(model, PopularityModel):
         validation = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)()
         test = Evaluator(model, test_set, ndcg=ndcg)() if test_set is not None else {}
@@ -260,7 +312,12 @@ def train(
                 file=sys.stderr,
             )
     evaluator = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)
-    validation = _ValidationAndCheckpoint(evaluator, config, manager, state)
+    coarse_evaluator = None
+    if config.diffusion:
+        coarse_evaluator = Evaluator(
+            model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size, refine=False
+        )
+    validation = _ValidationAndCheckpoint(evaluator, config, manager, state, coarse_evaluator)
     if manager is not None and state["best_step"]:
         model.load_weights(os.path.join(manager.directory, "best", "weights")).expect_partial()
         validation.best_weights = model.get_weights()
@@ -300,9 +357,15 @@ def train(
         steps=state["epoch"] * config.eval_every,
         examples_per_second=statistics.median(speeds) if speeds else None,
         history=state["history"],
+        backbone=backbone,
     )
     _save(result, data.vocabulary, out_dir)
     return result
+
+
+def backbone_config(config: ModelConfig) -> ModelConfig:
+    """The first stage of a two-stage run: the config's ``remi`` model (no refiner, same extractor)."""
+    return without_diffusion(config, "remi")
 
 
 def _save(result: TrainingResult, vocabulary: Vocabulary, out_dir: str | None) -> None:

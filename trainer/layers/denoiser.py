@@ -9,7 +9,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
-NORM_POSITIONS = ("post", "pre")
+from trainer.choices import DENOISER_NORMS, DenoiserNorm
 
 
 def prune_history(
@@ -94,6 +94,10 @@ class InterestDenoiser(keras.layers.Layer):
         x  = q + Dropout(MultiHeadAttention(LayerNorm(q), kv, kv))
         v0 = x + Dropout(FFN(LayerNorm(x)))
 
+    ``query_residual=False`` drops the ``q +`` of the pre-norm layer's first line (``x`` is the attention
+    output alone), so the prediction has no path from ``v_t`` that bypasses the attention over the
+    history: the query only chooses what to read, and the layer cannot return its input unchanged.
+
     The step token is always valid, so a user whose context is entirely masked attends to ``e_t`` only.
 
     Choices (the paper names "a transformer layer" without details): 2 heads of size ``d / 2`` by default
@@ -112,6 +116,7 @@ class InterestDenoiser(keras.layers.Layer):
       dropout: Dropout rate on the attention probabilities and both residual branches.
       activation: Activation of the feed-forward hidden layer.
       norm_position: ``"post"`` or ``"pre"``: where the two LayerNorms sit (see above).
+      query_residual: Keep the residual path from the query ``v_t`` (pre-norm only; see above).
       **kwargs: Passed to `keras.layers.Layer`.
     """
 
@@ -122,7 +127,8 @@ class InterestDenoiser(keras.layers.Layer):
         ffn_multiplier: int = 4,
         dropout: float = 0.0,
         activation: str = "relu",
-        norm_position: str = "post",
+        norm_position: DenoiserNorm = "post",
+        query_residual: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -131,14 +137,17 @@ class InterestDenoiser(keras.layers.Layer):
             raise ValueError(f"`num_heads` must be >= 1, got {num_heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout}")
-        if norm_position not in NORM_POSITIONS:
-            raise ValueError(f"`norm_position` must be one of {NORM_POSITIONS}, got {norm_position!r}")
+        if norm_position not in DENOISER_NORMS:
+            raise ValueError(f"`norm_position` must be one of {DENOISER_NORMS}, got {norm_position!r}")
+        if not query_residual and norm_position != "pre":
+            raise ValueError("`query_residual=False` needs norm_position='pre' (post-norm adds q inside a norm)")
         self.num_steps = num_steps
         self.num_heads = num_heads
         self.ffn_multiplier = ffn_multiplier
         self.dropout = dropout
         self.activation = activation
         self.norm_position = norm_position
+        self.query_residual = query_residual
 
     def build(self, input_shape: tf.TensorShape) -> None:
         """Creates the sublayers.
@@ -200,7 +209,9 @@ class InterestDenoiser(keras.layers.Layer):
             attended = self.cross_attention(
                 self.attention_norm(query), keys, keys, attention_mask=attention_mask, training=training
             )
-            hidden = query + self.attention_dropout(attended, training=training)
+            hidden = self.attention_dropout(attended, training=training)
+            if self.query_residual:
+                hidden = query + hidden
             transformed = self.ffn_output(self.ffn_hidden(self.ffn_norm(hidden)))
             output = hidden + self.ffn_dropout(transformed, training=training)
         else:
@@ -222,6 +233,7 @@ class InterestDenoiser(keras.layers.Layer):
                 "dropout": self.dropout,
                 "activation": self.activation,
                 "norm_position": self.norm_position,
+                "query_residual": self.query_residual,
             }
         )
         return config

@@ -7,11 +7,21 @@ from typing import Any
 import tensorflow as tf
 import tf_keras as keras
 
+from trainer.choices import (
+    DENOISERS,
+    DIFFUSION_LOSSES,
+    DIFFUSION_NOISES,
+    DIFFUSION_TRAININGS,
+    SERVING_NOISES,
+    Denoiser,
+    DenoiserNorm,
+    DiffusionLoss,
+    DiffusionNoise,
+    DiffusionTraining,
+    ServingNoise,
+)
 from trainer.layers.denoiser import InterestDenoiser, MLPDenoiser, prune_history
 from trainer.layers.noise_schedule import NoiseSchedule
-
-DENOISERS = ("transformer", "mlp")
-SERVING_NOISES = ("zero", "random")
 
 
 @keras.saving.register_keras_serializable(package="dmi_rec")
@@ -33,6 +43,24 @@ class DiffusionRefiner(keras.layers.Layer):
     nothing is detached and ``Z = v0_tilde`` ("the denoised vectors will be directly used as the final
     interest vectors without fusing").
 
+    Options where the paper is silent or its literal reading pins the denoiser to the identity (each
+    measured in ``docs/refinement.md``):
+
+    * ``loss``: ``L_dm`` per example as Eq. 18 writes it, ``||v0_tilde - v_0||_2`` (``"norm"``), its
+      square (``"squared"``), or the square averaged over dimensions (``"mse"``, as DiffRec and DDRM);
+      always averaged over the batch. The norm's gradient has the same size however small the error, so
+      with lambda in the paper's range it outweighs the recommendation gradient and keeps
+      ``v0_tilde = v_0``.
+    * ``input_dropout``: dropout on ``v_t`` before the denoiser reads it (training only; DiffRec's and
+      DDRM's denoisers drop half of their noisy input), so the denoiser cannot copy its input and has to
+      use the history it attends to.
+    * ``noise``: ``"absolute"`` (Eq. 7: ``sqrt(1 - alpha_bar_t) eps``) or ``"relative"``: ``eps`` scaled
+      by the interest's RMS value ``||v_0||_2 / sqrt(d)``, so that the schedule's noise levels are
+      signal-to-noise ratios whatever the scale the interests grow to during training.
+    * ``training``: ``"one_step"`` (Algorithm 1) or ``"chain"``: training runs the serving DDIM chain
+      from step ``T`` (``q_sample`` with the drawn noise at ``T``) and ``Z``/``L_dm`` come from its last
+      prediction, so that serving computes exactly what was trained.
+
     Both entry points are excluded from AutoGraph: they have no tensor-dependent Python control flow (the
     DDIM loop runs over Python ints), and AutoGraph in TF 2.16 skips ``keras`` but not ``tf_keras``, so
     converting them would transpile tf_keras internals when traced (tens of seconds on a 2-core machine).
@@ -53,6 +81,11 @@ class DiffusionRefiner(keras.layers.Layer):
       ffn_multiplier: Hidden width of either denoiser, in multiples of the embedding size.
       dropout: Dropout of the transformer denoiser.
       norm_position: ``"post"`` or ``"pre"``: LayerNorm placement of the transformer denoiser.
+      query_residual: Keep the transformer denoiser's residual path from ``v_t`` (pre-norm only).
+      loss: ``L_dm`` per example: ``"norm"``, ``"squared"`` or ``"mse"`` (see above).
+      input_dropout: Dropout rate on ``v_t`` before the denoiser, in ``[0, 1)``; training only.
+      noise: ``"absolute"`` or ``"relative"`` forward noise (see above).
+      training: ``"one_step"`` or ``"chain"`` (see above).
       **kwargs: Passed to `keras.layers.Layer`.
     """
 
@@ -65,13 +98,18 @@ class DiffusionRefiner(keras.layers.Layer):
         gamma: float,
         eta: float,
         sampling_steps: int,
-        denoiser: str = "transformer",
+        denoiser: Denoiser = "transformer",
         stop_gradient: bool = True,
-        serving_noise: str = "zero",
+        serving_noise: ServingNoise = "zero",
         num_heads: int = 2,
         ffn_multiplier: int = 4,
         dropout: float = 0.0,
-        norm_position: str = "post",
+        norm_position: DenoiserNorm = "post",
+        query_residual: bool = True,
+        loss: DiffusionLoss = "norm",
+        input_dropout: float = 0.0,
+        noise: DiffusionNoise = "absolute",
+        training: DiffusionTraining = "one_step",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -88,6 +126,14 @@ class DiffusionRefiner(keras.layers.Layer):
             raise ValueError(f"`denoiser` must be one of {DENOISERS}, got {denoiser!r}")
         if serving_noise not in SERVING_NOISES:
             raise ValueError(f"`serving_noise` must be one of {SERVING_NOISES}, got {serving_noise!r}")
+        if loss not in DIFFUSION_LOSSES:
+            raise ValueError(f"`loss` must be one of {DIFFUSION_LOSSES}, got {loss!r}")
+        if noise not in DIFFUSION_NOISES:
+            raise ValueError(f"`noise` must be one of {DIFFUSION_NOISES}, got {noise!r}")
+        if training not in DIFFUSION_TRAININGS:
+            raise ValueError(f"`training` must be one of {DIFFUSION_TRAININGS}, got {training!r}")
+        if not 0.0 <= input_dropout < 1.0:
+            raise ValueError(f"`input_dropout` must be in [0, 1), got {input_dropout}")
         self.num_steps = num_steps
         self.alpha_min = alpha_min
         self.alpha_max = alpha_max
@@ -102,6 +148,11 @@ class DiffusionRefiner(keras.layers.Layer):
         self.ffn_multiplier = ffn_multiplier
         self.dropout = dropout
         self.norm_position = norm_position
+        self.query_residual = query_residual
+        self.loss = loss
+        self.input_dropout = input_dropout
+        self.noise = noise
+        self.training_mode = training
         if denoiser == "transformer":
             self.denoiser = InterestDenoiser(
                 num_steps,
@@ -109,10 +160,12 @@ class DiffusionRefiner(keras.layers.Layer):
                 ffn_multiplier=ffn_multiplier,
                 dropout=dropout,
                 norm_position=norm_position,
+                query_residual=query_residual,
                 name="denoiser",
             )
         else:
             self.denoiser = MLPDenoiser(num_steps, hidden_multiplier=ffn_multiplier, name="denoiser")
+        self._input_dropout = keras.layers.Dropout(input_dropout, name="input_dropout")
 
     @tf.autograph.experimental.do_not_convert
     def train_refine(
@@ -138,7 +191,8 @@ class DiffusionRefiner(keras.layers.Layer):
 
         Returns:
           A tuple ``(z, reconstruction_loss)``: the final representation ``Z`` ``(batch, dim)`` and the
-          batch mean of ``||v0_tilde - v_0||_2`` (Eq. 18; the norm, not its square), a float32 scalar.
+          batch mean of ``L_dm`` (Eq. 18 with ``loss``; ``"norm"``: ``||v0_tilde - v_0||_2``), a float32
+          scalar. With ``training="chain"``, ``step`` is ignored: the chain starts at ``T``.
         """
         interest, attention, history_embeddings, noise = (
             tf.convert_to_tensor(x, tf.float32) for x in (interest, attention, history_embeddings, noise)
@@ -152,9 +206,15 @@ class DiffusionRefiner(keras.layers.Layer):
             )
         clean, attention, history_embeddings = self._detach(interest, attention, history_embeddings)
         context, context_mask = prune_history(history_embeddings, attention, mask, self.gamma)
-        noisy = self.schedule.q_sample(clean, step, noise)
-        denoised = self.denoiser(noisy, step, context, context_mask, training=training)
-        reconstruction_loss = tf.reduce_mean(_safe_norm(denoised - clean))
+        noise = self._scaled_noise(noise, clean)
+        if self.training_mode == "chain":
+            start = tf.fill(tf.shape(clean)[:1], self.schedule.steps)
+            noisy = self.schedule.q_sample(clean, start, noise)
+            denoised = self._ddim_chain(noisy, context, context_mask, training=training)[-1]
+        else:
+            noisy = self.schedule.q_sample(clean, step, noise)
+            denoised = self._denoise(noisy, step, context, context_mask, training=training)
+        reconstruction_loss = tf.reduce_mean(self._reconstruction_error(denoised - clean))
         return self._combine(denoised, interest), reconstruction_loss
 
     @tf.autograph.experimental.do_not_convert
@@ -193,6 +253,29 @@ class DiffusionRefiner(keras.layers.Layer):
         Raises:
           ValueError: For invalid shapes, or a missing seed with ``serving_noise="random"``.
         """
+        return self.refinement_trajectory(interests, attention, history_embeddings, mask, seed)[-1]
+
+    @tf.autograph.experimental.do_not_convert
+    def refinement_trajectory(
+        self,
+        interests: tf.Tensor,
+        attention: tf.Tensor,
+        history_embeddings: tf.Tensor,
+        mask: tf.Tensor,
+        seed: tf.Tensor | None = None,
+    ) -> list[tf.Tensor]:
+        """`serve_refine`'s representation ``Z`` after each of its DDIM steps (for diagnostics).
+
+        Args:
+          interests, attention, history_embeddings, mask, seed: as `serve_refine`.
+
+        Returns:
+          ``S`` float32 tensors ``(batch, K, dim)``: entry ``s`` is Eq. 13 applied to the prediction
+          ``v0_hat`` of DDIM step ``s``; the last one is `serve_refine`'s output.
+
+        Raises:
+          ValueError: For invalid shapes, or a missing seed with ``serving_noise="random"``.
+        """
         interests, attention, history_embeddings = (
             tf.convert_to_tensor(x, tf.float32) for x in (interests, attention, history_embeddings)
         )
@@ -225,16 +308,62 @@ class DiffusionRefiner(keras.layers.Layer):
         if self.serving_noise == "zero":
             noise = tf.zeros_like(flat_interests)
         else:
-            noise = tf.reshape(
-                _per_user_normal(seed, batch_size, num_interests, dim), tf.shape(flat_interests)
+            noise = self._scaled_noise(
+                tf.reshape(_per_user_normal(seed, batch_size, num_interests, dim), tf.shape(flat_interests)),
+                flat_interests,
             )
         num_rows = tf.shape(flat_interests)[:1]
         noisy = self.schedule.q_sample(flat_interests, tf.fill(num_rows, self.schedule.steps), noise)
+        predictions = self._ddim_chain(noisy, context, context_mask, training=False)
+        return [
+            tf.reshape(self._combine(prediction, flat_interests), tf.shape(interests))
+            for prediction in predictions
+        ]
+
+    def _ddim_chain(
+        self, noisy: tf.Tensor, context: tf.Tensor, context_mask: tf.Tensor, training: bool | None
+    ) -> list[tf.Tensor]:
+        """Runs the deterministic DDIM loop from ``v_T = noisy``; returns each step's ``v0_hat``.
+
+        The loop is unrolled in Python over ``timesteps`` followed by 0: at each ``t`` with successor
+        ``t_prev``, ``v0_hat = f_theta(v_t, t, C)`` and ``v_{t_prev}`` is `NoiseSchedule.ddim_step`. The last
+        update (to ``alpha_bar_0 = 1``) equals the last ``v0_hat``, which is the refined interest.
+        """
+        num_rows = tf.shape(noisy)[:1]
+        predictions = []
         for t, t_prev in zip(self.timesteps, self.timesteps[1:] + (0,)):
-            denoised = self.denoiser(noisy, tf.fill(num_rows, t), context, context_mask, training=False)
+            denoised = self._denoise(noisy, tf.fill(num_rows, t), context, context_mask, training=training)
+            predictions.append(denoised)
             noisy = self.schedule.ddim_step(noisy, denoised, t, t_prev)
-        # After the last step (to t_prev = 0, alpha_bar = 1) `noisy` equals the last prediction exactly.
-        return tf.reshape(self._combine(noisy, flat_interests), tf.shape(interests))
+        return predictions
+
+    def _denoise(
+        self,
+        noisy: tf.Tensor,
+        step: tf.Tensor,
+        context: tf.Tensor,
+        context_mask: tf.Tensor,
+        training: bool | None,
+    ) -> tf.Tensor:
+        """``f_theta(v_t, t, C)``, with ``input_dropout`` on ``v_t`` in training."""
+        if self.input_dropout > 0.0:
+            noisy = self._input_dropout(noisy, training=training)
+        return self.denoiser(noisy, step, context, context_mask, training=training)
+
+    def _scaled_noise(self, noise: tf.Tensor, clean: tf.Tensor) -> tf.Tensor:
+        """The forward noise: ``noise`` itself, or scaled by each row's RMS value (``noise="relative"``)."""
+        if self.noise == "absolute":
+            return noise
+        rms = tf.sqrt(tf.reduce_mean(tf.square(clean), axis=-1, keepdims=True))
+        return noise * rms
+
+    def _reconstruction_error(self, difference: tf.Tensor) -> tf.Tensor:
+        """``L_dm`` per example of ``v0_tilde - v_0`` (batch, dim) -> (batch,), by ``loss``."""
+        if self.loss == "norm":
+            return _safe_norm(difference)
+        if self.loss == "squared":
+            return tf.reduce_sum(tf.square(difference), axis=-1)
+        return tf.reduce_mean(tf.square(difference), axis=-1)
 
     def _detach(self, *tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """Stops the gradient of each tensor when ``stop_gradient`` is set."""
@@ -264,6 +393,11 @@ class DiffusionRefiner(keras.layers.Layer):
                 "ffn_multiplier": self.ffn_multiplier,
                 "dropout": self.dropout,
                 "norm_position": self.norm_position,
+                "query_residual": self.query_residual,
+                "loss": self.loss,
+                "input_dropout": self.input_dropout,
+                "noise": self.noise,
+                "training": self.training_mode,
             }
         )
         return config
