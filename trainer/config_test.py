@@ -14,7 +14,18 @@ def test_defaults_are_the_papers_but_three_tuned_values():
     assert c.pruned_length == 10
     # Chosen on Beauty's validation users (bench/tune.py); the paper: layout and s unsaid, lr 2e-3.
     assert (c.denoiser_norm, c.learning_rate, c.noise_scale) == ("pre", 0.001, 4.0)
-    assert {config.variant_config(m).learning_rate for m in config.VARIANTS} == {0.001}
+    assert {config.variant_config(m).learning_rate for m in config.VARIANTS if m != "dmi-paper"} == {0.001}
+
+
+def test_dmi_paper_is_the_paper_read_literally():
+    c = config.variant_config("dmi-paper")
+    assert (c.denoiser_norm, c.learning_rate, c.noise_scale, c.eta, c.diffusion_weight) == (
+        "post", 0.002, 1.0, 0.4, 5.0
+    )
+    assert (c.diffusion_loss, c.denoiser_input_dropout, c.refiner_schedule, c.coarse_loss_weight) == (
+        "norm", 0.0, "joint", 0.0
+    )
+    assert (c.diffusion_training, c.diffusion_noise, c.denoiser_query_residual) == ("one_step", "absolute", True)
 
 
 @pytest.mark.parametrize("name", list(config.VARIANTS))
@@ -66,3 +77,21 @@ def test_invalid_values_are_rejected():
         config.variant_config("dmi", {"gamma": 0.0})
     with pytest.raises(ValueError, match="unknown model"):
         config.variant_config("bert4rec")
+    for field, value in [
+        ("diffusion_loss", "l1"),
+        ("diffusion_noise", "pink"),
+        ("diffusion_training", "two_step"),
+        ("refiner_schedule", "three_stage"),
+        ("denoiser_input_dropout", 1.0),
+        ("coarse_loss_weight", -1.0),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            config.variant_config("dmi", {field: value})
+    with pytest.raises(ValueError, match="denoiser_query_residual"):
+        config.variant_config("dmi", {"denoiser_query_residual": False, "denoiser_norm": "post"})
+
+
+def test_without_diffusion_is_the_remi_of_the_same_config():
+    tuned = config.variant_config("dmi", {"gamma": 0.2, "denoiser_input_dropout": 0.5, "num_interests": 8})
+    assert config.without_diffusion(tuned) == config.variant_config("remi", {"num_interests": 8})
+    assert set(config.DIFFUSION_FIELDS) < {f for f in config.ModelConfig.__dataclass_fields__}

@@ -165,3 +165,60 @@ def test_save_load_round_trip_and_resume(tmp_path):
     assert [entry["step"] for entry in longer.history] == [10, 20, 30]
     with pytest.raises(ValueError, match="different config"):
         train.train(dataclasses.replace(model_config, learning_rate=0.1), data, out, verbose=0)
+
+
+def test_coarse_loss_adds_the_softmax_of_the_unrefined_interest():
+    data = _grouped_log(users=40)
+    weighted = config.variant_config("dmi", {**TINY, "coarse_loss_weight": 0.5})
+    model = DMIModel(weighted, data.num_items)
+    model.build_for_inputs()
+    terms = model.loss_terms(_batch(weighted, data.num_items))
+    assert float(terms["coarse_softmax"]) > 0
+    expected = (
+        terms["softmax"]
+        + weighted.diffusion_weight * terms["diffusion"]
+        + weighted.routing_weight * terms["routing"]
+        + 0.5 * terms["coarse_softmax"]
+    )
+    np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
+    plain = DMIModel(config.variant_config("dmi", TINY), data.num_items)
+    plain.build_for_inputs()
+    assert float(plain.loss_terms(_batch(weighted, data.num_items))["coarse_softmax"]) == 0.0
+
+
+def test_training_logs_the_refinement_diagnostics():
+    data = _grouped_log(users=80)
+    result = train.train(config.variant_config("dmi", TINY), data, verbose=0, evaluate_test=False)
+    entry = result.history[-1]
+    assert 0 <= entry["val_coarse_recall@50"] <= 1
+    assert len(entry["refinement_size_by_step"]) == TINY["diffusion_steps"]
+    assert entry["refinement_size"] == entry["refinement_size_by_step"][-1] > 0
+    assert -1 <= entry["refinement_cosine"] <= 1
+    assert entry["interest_norm"] > 0 and entry["item_norm"] > 0
+    remi = train.train(config.variant_config("remi", TINY), data, verbose=0, evaluate_test=False)
+    assert "refinement_size" not in remi.history[-1]
+
+
+def test_two_stage_trains_the_refiner_on_a_frozen_remi(tmp_path):
+    data = _grouped_log(users=80)
+    two_stage = config.variant_config("dmi", {**TINY, "refiner_schedule": "two_stage"})
+    backbone_dir = str(tmp_path / "backbone")
+    result = train.train(two_stage, data, verbose=0, backbone_dir=backbone_dir)
+    assert result.backbone is not None and result.backbone.steps == TINY["max_steps"]
+    _, _, remi = train.load_model(backbone_dir)
+    shared = {k: v for k, v in TINY.items() if k not in config.DIFFUSION_FIELDS}
+    assert train.load_model(backbone_dir)[0] == config.variant_config("remi", shared)
+    for name in ("item_embeddings", "extractor"):
+        for trained, frozen in zip(getattr(result.model, name).get_weights(), getattr(remi, name).get_weights()):
+            np.testing.assert_array_equal(trained, frozen)
+    untrained = DMIModel(two_stage, data.num_items)
+    untrained.build_for_inputs()
+    assert any(
+        not np.allclose(a, b)
+        for a, b in zip(result.model.refiner.get_weights(), untrained.refiner.get_weights())
+    )
+    # A second refiner on the same backbone loads it instead of training it again.
+    other = dataclasses.replace(two_stage, denoiser_input_dropout=0.5)
+    again = train.train(other, data, verbose=0, backbone_dir=backbone_dir)
+    assert again.backbone.history == result.backbone.history
+    assert "backbone" in result.metrics()

@@ -191,6 +191,20 @@ class PreNormInterestDenoiserTest(tf.test.TestCase):
         normalised = centered / np.sqrt((centered**2).mean(axis=-1, keepdims=True) + 1e-6)
         self.assertAllClose(post(noisy, steps, context, context_mask), normalised, atol=1e-3)
 
+    def test_without_query_residual_the_output_has_no_path_from_v_t(self):
+        noisy, context, context_mask = _denoiser_inputs()
+        steps = tf.constant([1, 2, 3, 4, 6])
+        denoiser = InterestDenoiser(
+            STEPS, num_heads=2, ffn_multiplier=2, norm_position="pre", query_residual=False
+        )
+        denoiser(noisy, steps, context, context_mask)
+        self._zero_residual_branches(denoiser)
+        # Both branches add zero and nothing carries v_t: the prediction is 0 (v_t with the residual).
+        self.assertAllClose(denoiser(noisy, steps, context, context_mask), np.zeros_like(noisy), atol=1e-6)
+        self.assertFalse(InterestDenoiser.from_config(denoiser.get_config()).query_residual)
+        with self.assertRaisesRegex(ValueError, "query_residual=False"):
+            InterestDenoiser(STEPS, norm_position="post", query_residual=False)
+
     def test_output_depends_on_valid_context_only(self):
         noisy, context, context_mask = _denoiser_inputs()
         steps = tf.fill([BATCH], 3)

@@ -195,6 +195,104 @@ class TrainRefineTest(tf.test.TestCase, parameterized.TestCase):
         expected_z = 0.4 * denoised + 0.6 * interest if stop_gradient else denoised
         self.assertAllClose(z, expected_z, atol=1e-5)
 
+    @parameterized.parameters("norm", "squared", "mse")
+    def test_diffusion_loss_variants_match_numpy(self, loss):
+        interest, attention, history, step, noise = self._train_inputs()
+        refiner = _refiner(loss=loss)
+        refiner.denoiser = _AffineDenoiser()
+        _, value = refiner.train_refine(interest, attention, history, MASK, step, noise)
+        alphas_bar = refiner.schedule.alphas_bar[step.numpy()][:, None]
+        noisy = np.sqrt(alphas_bar) * interest + np.sqrt(1.0 - alphas_bar) * noise
+        error = np.stack(
+            [
+                _numpy_affine(noisy[b], step.numpy()[b], history[b], attention[b], MASK[b], 0.5)
+                for b in range(BATCH)
+            ]
+        ) - interest
+        expected = {
+            "norm": np.linalg.norm(error, axis=-1),
+            "squared": (error**2).sum(axis=-1),
+            "mse": (error**2).mean(axis=-1),
+        }[loss].mean()
+        self.assertAllClose(value, expected, rtol=1e-5)
+
+    def test_relative_noise_is_scaled_by_the_interest_rms(self):
+        interest, attention, history, step, noise = self._train_inputs()
+        refiner = _refiner(noise="relative")
+        refiner.denoiser = _AffineDenoiser()
+        z, _ = refiner.train_refine(interest, attention, history, MASK, step, noise)
+        alphas_bar = refiner.schedule.alphas_bar[step.numpy()][:, None]
+        rms = np.sqrt((interest**2).mean(axis=-1, keepdims=True))
+        noisy = np.sqrt(alphas_bar) * interest + np.sqrt(1.0 - alphas_bar) * rms * noise
+        denoised = np.stack(
+            [
+                _numpy_affine(noisy[b], step.numpy()[b], history[b], attention[b], MASK[b], 0.5)
+                for b in range(BATCH)
+            ]
+        )
+        self.assertAllClose(z, 0.4 * denoised + 0.6 * interest, atol=1e-5)
+
+    def test_input_dropout_only_in_training(self):
+        interest, attention, history, step, noise = self._train_inputs()
+        keras.utils.set_random_seed(0)
+        refiner = _refiner(input_dropout=0.5)
+        refiner.denoiser = _AffineDenoiser()
+        plain = _refiner()
+        plain.denoiser = _AffineDenoiser()
+        inference, _ = refiner.train_refine(interest, attention, history, MASK, step, noise, training=False)
+        expected, _ = plain.train_refine(interest, attention, history, MASK, step, noise, training=True)
+        self.assertAllClose(inference, expected, atol=1e-6)
+        dropped, _ = refiner.train_refine(interest, attention, history, MASK, step, noise, training=True)
+        # The affine denoiser reads 0.5 v_t: dropped coordinates lose it, kept ones double it.
+        difference = (dropped.numpy() - expected.numpy()) / 0.4
+        alphas_bar = refiner.schedule.alphas_bar[step.numpy()][:, None]
+        half_noisy = 0.5 * (np.sqrt(alphas_bar) * interest + np.sqrt(1.0 - alphas_bar) * noise)
+        dropped_mask = np.isclose(difference, -half_noisy, atol=1e-5)
+        kept_mask = np.isclose(difference, half_noisy, atol=1e-5)
+        self.assertTrue(np.all(dropped_mask | kept_mask))
+        self.assertTrue(dropped_mask.any() and kept_mask.any())
+
+    @parameterized.parameters(1, 3, STEPS)
+    def test_chain_training_computes_what_serving_computes(self, sampling_steps):
+        interests, attention, history = _inputs(4)
+        refiner = _refiner(sampling_steps=sampling_steps, training="chain")
+        refiner.denoiser = _AffineDenoiser()
+        served = refiner.serve_refine(interests, attention, history, MASK)
+        for k in range(INTERESTS):
+            z, loss = refiner.train_refine(
+                interests[:, k],
+                attention[:, k],
+                history,
+                MASK,
+                tf.constant([1, 2, 3]),  # ignored by the chain, which starts at T
+                np.zeros((BATCH, DIM), np.float32),  # the serving chain's zero noise
+            )
+            self.assertAllClose(z, served[:, k], atol=1e-5)
+            denoised = (z.numpy() - 0.6 * interests[:, k]) / 0.4
+            self.assertAllClose(loss, np.linalg.norm(denoised - interests[:, k], axis=-1).mean(), atol=1e-4)
+
+    def test_chain_training_sends_gradients_through_every_step(self):
+        interests, attention, history = _inputs(4)
+        refiner = _refiner(sampling_steps=3, training="chain")
+        noise = np.random.default_rng(0).normal(size=(BATCH, DIM)).astype(np.float32)
+        with tf.GradientTape() as tape:
+            z, loss = refiner.train_refine(
+                interests[:, 0], attention[:, 0], history, MASK, tf.constant([1, 1, 1]), noise, training=True
+            )
+            total = tf.reduce_sum(z) + loss
+        gradient = tape.gradient(total, refiner.denoiser.step_embedding.embeddings)
+        rows = np.flatnonzero(np.abs(tf.convert_to_tensor(gradient).numpy()).sum(axis=-1) > 0)
+        self.assertAllEqual(rows, sorted(refiner.timesteps))  # every DDIM step's embedding was used
+
+    def test_trajectory_ends_with_the_served_representation(self):
+        interests, attention, history = _inputs(5)
+        refiner = _refiner(sampling_steps=4)
+        refiner.denoiser = _AffineDenoiser()
+        trajectory = refiner.refinement_trajectory(interests, attention, history, MASK)
+        self.assertLen(trajectory, 4)
+        self.assertAllClose(trajectory[-1], refiner.serve_refine(interests, attention, history, MASK))
+        self.assertNotAllClose(trajectory[0], trajectory[-1])
+
     def test_gradient_routing_with_stop_gradient(self):
         interest, attention, history, step, noise = map(tf.constant, self._train_inputs())
         refiner = _refiner(eta=0.4, dropout=0.1)
