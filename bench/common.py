@@ -38,7 +38,7 @@ WORK_DIR = os.path.join(REPO_ROOT, "bench", "work")
 DEFAULT_BEAUTY = os.environ.get(
     "DMIREC_BEAUTY", os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "beauty", "Beauty.txt")
 )
-DATASETS = ("beauty", "synthetic")
+DATASETS = ("beauty", "synthetic", "synthetic-long")
 
 # Test metrics of the protocol, in the column order of the paper's Table 2.
 METRICS = ("recall@20", "hit_rate@20", "ndcg@20", "recall@50", "hit_rate@50", "ndcg@50")
@@ -60,10 +60,23 @@ NDCG_NOTE = (
 SCHEDULES: dict[str, dict[str, int]] = {
     "beauty": {"max_steps": 30_000, "eval_every": 1000, "patience": 5},
     "synthetic": {"max_steps": 10_000, "eval_every": 250, "patience": 5},
+    # The long-history regime reads the last 40 items (its histories average 40).
+    "synthetic-long": {"max_steps": 30_000, "eval_every": 1000, "patience": 3, "max_length": 40},
 }
 QUICK_SCHEDULES: dict[str, dict[str, int]] = {
     "beauty": {"max_steps": 1000, "eval_every": 500, "patience": 2},
     "synthetic": {"max_steps": 500, "eval_every": 250, "patience": 2},
+    "synthetic-long": {"max_steps": 500, "eval_every": 250, "patience": 2, "max_length": 40},
+}
+# A second regime to check tuned settings on before they become defaults (nothing is tuned on it): longer
+# histories than Beauty's (mean 40, L = 40) and a catalogue of 40k items in 400 topics.
+SYNTHETIC_LONG = {
+    "users": 30_000,
+    "items": 40_000,
+    "topics": 400,
+    "min_length": 10,
+    "mean_length": 40.0,
+    "max_length": 120,
 }
 
 # ----- the paper's and the protocol's reference numbers ------------------------------------------------
@@ -269,7 +282,8 @@ def configure_threads(args: argparse.Namespace) -> dict[str, int]:
 
 
 def schedule(dataset: str, quick: bool) -> dict[str, int]:
-    """The default ``max_steps`` / ``eval_every`` / ``patience`` for a data set."""
+    """The default ``max_steps`` / ``eval_every`` / ``patience`` for a data set (and ``max_length`` where
+    the data set's histories call for another L)."""
     return dict((QUICK_SCHEDULES if quick else SCHEDULES)[dataset])
 
 
@@ -343,8 +357,9 @@ def beauty_log(source: str, cache_dir: str | None = None) -> str:
 def load_dataset(
     name: str, beauty_path: str = DEFAULT_BEAUTY, split_seed: int = 0, vocabulary: Any = None
 ) -> Dataset:
-    """Loads ``beauty`` (Beauty.txt, converted to a temporary CSV) or ``synthetic`` (the default
-    :class:`trainer.synthetic.SyntheticConfig`, generated in memory) and splits its users.
+    """Loads ``beauty`` (Beauty.txt, converted to a temporary CSV), ``synthetic`` (the default
+    :class:`trainer.synthetic.SyntheticConfig`, generated in memory) or ``synthetic-long``
+    (:data:`SYNTHETIC_LONG`) and splits its users.
 
     Args:
       name: the data set.
@@ -361,8 +376,8 @@ def load_dataset(
             interactions.read_interactions(log), seed=split_seed, vocabulary=vocabulary
         )
         return Dataset(name, data, f"{beauty_path} (converted to {log}), split seed {split_seed}")
-    if name == "synthetic":
-        config = synthetic.SyntheticConfig()
+    if name in ("synthetic", "synthetic-long"):
+        config = synthetic.SyntheticConfig(**(SYNTHETIC_LONG if name == "synthetic-long" else {}))
         data = SequenceData.from_interactions(
             synthetic.generate(config), seed=split_seed, vocabulary=vocabulary
         )
@@ -557,6 +572,35 @@ def config_dict(model: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     values = dataclasses.asdict(config_lib.variant_config(model, overrides))
     values.pop("seed")
     return json.loads(json.dumps(values))  # as a result file holds it (tuples as lists), for comparisons
+
+
+# Fields added to trainer.config.ModelConfig after results were recorded, with the value those runs used.
+ADDED_FIELDS: dict[str, Any] = {
+    "denoiser_dropout": 0.0,
+    "denoiser_input_dropout": 0.0,
+    "denoiser_query_residual": True,
+    "diffusion_loss": "norm",
+    "diffusion_noise": "absolute",
+    "diffusion_training": "one_step",
+    "refiner_schedule": "joint",
+    "backbone_learning_rate": 0.0,
+    "coarse_loss_weight": 0.0,
+}
+
+
+def same_config(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether a recorded run's config trains the same model as ``config`` (so it need not be rerun).
+
+    Fields added to :class:`trainer.config.ModelConfig` later count with the value the recorded runs
+    used (:data:`ADDED_FIELDS`), and without diffusion the diffusion fields are irrelevant.
+    """
+    from trainer.config import DIFFUSION_FIELDS
+
+    recorded = {**ADDED_FIELDS, **recorded}
+    if not config.get("diffusion", True):
+        recorded = {k: v for k, v in recorded.items() if k not in DIFFUSION_FIELDS}
+        config = {k: v for k, v in config.items() if k not in DIFFUSION_FIELDS}
+    return dict(recorded) == dict(config)
 
 
 # ----- summaries and tables ----------------------------------------------------------------------------

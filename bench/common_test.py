@@ -145,19 +145,17 @@ def test_ablation_reuses_only_identical_reproduction_runs():
     assert reusable_runs(None, spec, data) is None
 
 
-def test_tune_resumes_runs_that_train_the_same_model():
-    from bench import tune
-
+def test_runs_that_train_the_same_model_are_recognised():
     dmi = common.config_dict("dmi", {})
     old = {k: v for k, v in dmi.items() if k != "denoiser_dropout"}  # recorded before the field existed
-    assert tune.same_run(old, dmi)
-    assert not tune.same_run({**dmi, "eta": 0.2}, dmi)
-    assert not tune.same_run(old, {**dmi, "denoiser_dropout": 0.1})
+    assert common.same_config(old, dmi)
+    assert not common.same_config({**dmi, "eta": 0.2}, dmi)
+    assert not common.same_config(old, {**dmi, "denoiser_dropout": 0.1})
     remi = common.config_dict("remi", {})
-    assert tune.same_run(
+    assert common.same_config(
         {**remi, "noise_scale": 1.0, "denoiser_norm": "post"}, remi
     )  # unused without diffusion
-    assert not tune.same_run({**remi, "learning_rate": 0.002}, remi)
+    assert not common.same_config({**remi, "learning_rate": 0.002}, remi)
 
 
 def test_tune_trials_parse_and_reject_bad_ones():

@@ -116,6 +116,8 @@ def section_tuning(result: Mapping[str, Any]) -> list[str]:
             or ("the paper's setting" if entry["model"] == "dmi" else "preset"),
             common.format_stat(entry["val_recall@50"]),
             common.format_stat(entry["val_hit_rate@50"]),
+            common.format_number(tune.refinement_summary(entry)["val_coarse_recall@50"]),
+            common.format_number(tune.refinement_summary(entry)["refinement_size"], 3),
             ", ".join(str(run["best_step"]) for run in entry["runs"]),
             len(entry["runs"]),
         ]
@@ -130,10 +132,29 @@ def section_tuning(result: Mapping[str, Any]) -> list[str]:
         f"(this file accumulated {len(result.get('invocations', [])) or 1} invocation(s)).",
         "",
         common.markdown_table(
-            ["trial", "model", "changes from the paper", "val R@50", "val HR@50", "best step(s)", "seeds"],
+            [
+                "trial",
+                "model",
+                "changes from the paper",
+                "val R@50",
+                "val HR@50",
+                "unrefined val R@50",
+                "refinement size",
+                "best step(s)",
+                "seeds",
+            ],
             rows,
         ),
         "",
+        "*unrefined val R@50*: the same weights ranked by the extractor's interests alone; *refinement size*: "
+        "mean ||Z − v|| / ||v|| over validation users' interests (`trainer.diagnostics`), both at the best "
+        "evaluation; - for runs recorded before the diagnostics existed.",
+        "",
+        *(
+            [f"![refinement](../bench/results/{result['refinement_figure']})", ""]
+            if result.get("refinement_figure")
+            else []
+        ),
     ]
 
 

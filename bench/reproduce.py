@@ -27,8 +27,15 @@ from typing import Any
 from bench import common
 
 MODULE = "bench.reproduce"
-MODELS = ("pop", "ydnn", "comirec", "remi", "dmi")
-PAPER_NAMES = {"pop": "PopRec", "ydnn": "Y-DNN", "comirec": "ComiRec-SA", "remi": "REMI", "dmi": "DMI"}
+MODELS = ("pop", "ydnn", "comirec", "remi", "dmi-paper", "dmi")
+PAPER_NAMES = {
+    "pop": "PopRec",
+    "ydnn": "Y-DNN",
+    "comirec": "ComiRec-SA",
+    "remi": "REMI",
+    "dmi-paper": "DMI (paper's setting)",
+    "dmi": "DMI",
+}
 MULTI_SEED_MODELS = ("remi", "dmi")
 
 
@@ -61,7 +68,7 @@ def reusable_runs(
     if not reproduced or reproduced.get("data") != data:
         return None
     entry = reproduced.get("models", {}).get(spec.model)
-    if not entry or entry.get("config") != common.config_dict(spec.model, spec.overrides):
+    if not entry or not common.same_config(entry.get("config", {}), common.config_dict(spec.model, spec.overrides)):
         return None
     runs = [run for run in entry["runs"] if run["seed"] in spec.seeds]
     if not runs:
@@ -104,8 +111,9 @@ def train_and_test(
     for spec in specs:
         config = common.config_dict(spec.model, spec.overrides)
         entry = results.get(spec.label)
-        if not entry or entry.get("config") != config or entry.get("model") != spec.model:
+        if not entry or not common.same_config(entry.get("config", {}), config) or entry.get("model") != spec.model:
             entry = results[spec.label] = {"model": spec.model, "config": config, "runs": []}
+        entry["config"] = config  # a matching record's config, spelled out with the fields added since
         done = {run["seed"] for run in entry["runs"]}
         todo += [(spec, seed) for seed in spec.seeds if seed not in done]
     progress = tqdm(total=len(todo), desc="training runs", unit="run", file=sys.stderr, disable=not todo)

@@ -90,34 +90,6 @@ def parse_trial(text: str) -> tuple[str, str, dict[str, Any]]:
     return name.strip(), model, overrides
 
 
-# Fields added after part of the search was recorded, with the value those runs used.
-_ADDED_FIELDS = {
-    "denoiser_dropout": 0.0,
-    "denoiser_input_dropout": 0.0,
-    "denoiser_query_residual": True,
-    "diffusion_loss": "norm",
-    "diffusion_noise": "absolute",
-    "diffusion_training": "one_step",
-    "refiner_schedule": "joint",
-    "coarse_loss_weight": 0.0,
-}
-
-
-def same_run(recorded: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
-    """Whether a recorded trial config trains the same model as ``config`` (so it need not be rerun).
-
-    Fields added to :class:`trainer.config.ModelConfig` later count with the value the recorded runs
-    used, and without diffusion the diffusion fields are irrelevant.
-    """
-    from trainer.config import DIFFUSION_FIELDS
-
-    recorded = {**_ADDED_FIELDS, **recorded}
-    if not config.get("diffusion", True):
-        recorded = {k: v for k, v in recorded.items() if k not in DIFFUSION_FIELDS}
-        config = {k: v for k, v in config.items() if k not in DIFFUSION_FIELDS}
-    return dict(recorded) == dict(config)
-
-
 def changes_from_paper(model: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a trial's full config that differ from the paper's DMI setting (:data:`_PAPER`).
 
@@ -178,6 +150,44 @@ def plot_trials(trials: Mapping[str, Any], path: str) -> str:
     return common.save_figure(figure, path)
 
 
+def refinement_summary(entry: Mapping[str, Any]) -> dict[str, float | None]:
+    """Means over a trial's runs of the refinement diagnostics at the best evaluation (None where the
+    runs predate them or the model has no refiner): unrefined validation Recall@50 and refinement size."""
+    summary: dict[str, float | None] = {}
+    for key in ("val_coarse_recall@50", "refinement_size", "refinement_cosine"):
+        values = [run["refinement"][key] for run in entry["runs"] if key in run.get("refinement", {})]
+        summary[key] = sum(values) / len(values) if values else None
+    return summary
+
+
+def plot_refinement(trials: Mapping[str, Any], path: str) -> str:
+    """Validation Recall@50 against the refinement size ``||Z - v|| / ||v||`` at the best evaluation, one
+    point per trial with diagnostics, and the gain of the refinement (arrow from the same weights'
+    unrefined Recall@50); horizontal lines: the baselines."""
+    plt = common.pyplot()
+    figure, axis = plt.subplots(figsize=(7.5, 5))
+    for name, entry in trials.items():
+        if entry["model"] != "dmi":
+            axis.axhline(entry["val_recall@50"]["mean"], color="gray", ls="--", lw=0.8)
+            axis.text(0.0, entry["val_recall@50"]["mean"], f" {name}", color="gray", fontsize=7, va="bottom")
+            continue
+        summary = refinement_summary(entry)
+        if summary["refinement_size"] is None:
+            continue
+        size, refined = summary["refinement_size"], entry["val_recall@50"]["mean"]
+        axis.annotate(
+            "", xy=(size, refined), xytext=(size, summary["val_coarse_recall@50"]),
+            arrowprops={"arrowstyle": "->", "color": "tab:blue", "alpha": 0.4},
+        )
+        axis.plot(size, refined, "o", color="tab:blue")
+        axis.text(size, refined, f" {name}", fontsize=7, va="center")
+    axis.set_xlabel("refinement size ||Z - v|| / ||v|| (validation users, best evaluation)")
+    axis.set_ylabel("best validation Recall@50")
+    axis.set_title("bench.tune: what the refinement adds (arrow: from the same weights unrefined)")
+    axis.grid(alpha=0.3)
+    return common.save_figure(figure, path)
+
+
 def parse_args(argv: Sequence[str]) -> Any:
     parser = common.base_parser(MODULE, __doc__)
     common.add_data_arguments(parser)
@@ -220,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, model, overrides in trials:
         config = common.config_dict(model, {**shared, **overrides})
         entry = save_trial(path, metadata, None)["trials"].get(name)
-        if entry is None or entry["model"] != model or not same_run(entry["config"], config):
+        if entry is None or entry["model"] != model or not common.same_config(entry["config"], config):
             entry = {"model": model, "overrides": overrides, "config": config, "runs": []}
         done = {run["seed"] for run in entry["runs"]}
         for seed in range(args.seeds):
@@ -247,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = save_trial(path, metadata, None)
     figure = plot_trials(result["trials"], common.result_path(args.out, stem, args.quick, ".png"))
     metadata["figure"] = os.path.basename(figure)
+    refinement = plot_refinement(
+        result["trials"], common.result_path(args.out, f"{stem}_refinement", args.quick, ".png")
+    )
+    metadata["refinement_figure"] = os.path.basename(refinement)
     result = save_trial(path, common.finish_metadata(metadata, started), None)
 
     rows = sorted(result["trials"].items(), key=lambda item: -item[1]["val_recall@50"]["mean"])

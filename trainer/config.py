@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "diffusion_noise": "absolute",
         "diffusion_training": "one_step",
         "refiner_schedule": "joint",
+        "backbone_learning_rate": 0.0,
         "coarse_loss_weight": 0.0,
         "eta": 0.4,
         "diffusion_weight": 5.0,
@@ -117,6 +118,8 @@ class ModelConfig:
       refiner_schedule: ``joint`` (the paper: extractor, items and refiner train together) or
         ``two_stage``: the ``remi`` model of the same config trains first, then the refiner alone on its
         frozen extractor and item table (as DDRM trains its denoiser on a frozen, pretrained backbone).
+      backbone_learning_rate: with ``two_stage``, the Adam rate at which the extractor and the item table
+        keep training in the second stage (0: frozen; the refiner trains at ``learning_rate``).
       coarse_loss_weight: weight of a second sampled-softmax term on the selected *unrefined* interest
         ``v`` (0: the paper). It keeps training the extractor towards REMI's objective while the refiner
         trains jointly, instead of only through the ``(1 - eta) v`` part of ``Z``.
@@ -164,6 +167,7 @@ class ModelConfig:
     diffusion_noise: str = "absolute"
     diffusion_training: str = "one_step"
     refiner_schedule: str = "joint"
+    backbone_learning_rate: float = 0.0
     coarse_loss_weight: float = 0.0
     stop_gradient: bool = True
     serving_noise: str = "zero"
@@ -238,6 +242,10 @@ class ModelConfig:
             0 <= self.denoiser_input_dropout < 1,
             f"denoiser_input_dropout must be in [0, 1), got {self.denoiser_input_dropout}",
         )
+        _check(
+            self.backbone_learning_rate >= 0,
+            f"backbone_learning_rate must be >= 0, got {self.backbone_learning_rate}",
+        )
         _check(self.coarse_loss_weight >= 0, f"coarse_loss_weight must be >= 0, got {self.coarse_loss_weight}")
         _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _check(self.min_cut >= 1, f"min_cut must be >= 1, got {self.min_cut}")
@@ -288,6 +296,7 @@ DIFFUSION_FIELDS: tuple[str, ...] = (
     "diffusion_noise",
     "diffusion_training",
     "refiner_schedule",
+    "backbone_learning_rate",
     "coarse_loss_weight",
     "stop_gradient",
     "serving_noise",

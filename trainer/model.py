@@ -132,6 +132,9 @@ class DMIModel(tfrs.Model):
                 training=config.diffusion_training,
                 name="refiner",
             )
+        # The second stage of a two-stage run with a training backbone (set by trainer.train): the extractor
+        # and the item table are updated by this optimizer, the refiner by the compiled one.
+        self.backbone_optimizer: keras.optimizers.legacy.Optimizer | None = None
         self.sampled_softmax = SampledSoftmax(
             num_items, min(config.num_negatives, num_items), sampler=config.sampler
         )
@@ -268,7 +271,13 @@ class DMIModel(tfrs.Model):
             tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
             for g in tape.gradient(loss, variables)
         ]
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        if self.backbone_optimizer is None:
+            self.optimizer.apply_gradients(zip(gradients, variables))
+            return terms
+        refiner = {v.ref() for v in self.refiner.trainable_variables}
+        pairs = list(zip(gradients, variables))
+        self.optimizer.apply_gradients([p for p in pairs if p[1].ref() in refiner])
+        self.backbone_optimizer.apply_gradients([p for p in pairs if p[1].ref() not in refiner])
         return terms
 
     def build_for_inputs(self) -> None:

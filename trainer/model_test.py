@@ -222,3 +222,11 @@ def test_two_stage_trains_the_refiner_on_a_frozen_remi(tmp_path):
     again = train.train(other, data, verbose=0, backbone_dir=backbone_dir)
     assert again.backbone.history == result.backbone.history
     assert "backbone" in result.metrics()
+    # With a backbone rate the extractor and the items train on in the second stage.
+    slow = dataclasses.replace(two_stage, backbone_learning_rate=1e-3)
+    tuned = train.train(slow, data, str(tmp_path / "slow"), verbose=0, backbone_dir=backbone_dir)
+    for name in ("item_embeddings", "extractor"):
+        pairs = zip(getattr(tuned.model, name).get_weights(), getattr(remi, name).get_weights())
+        assert any(not np.allclose(a, b) for a, b in pairs)
+    resumed = train.train(slow, data, str(tmp_path / "slow"), verbose=0, backbone_dir=backbone_dir)
+    assert resumed.best_step == tuned.best_step

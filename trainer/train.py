@@ -249,7 +249,8 @@ def train(
 
     With ``refiner_schedule="two_stage"`` the run has two stages, each with its own validation and early
     stopping: first the config's ``remi`` model (:func:`backbone_config`), then the DMI model initialised
-    from it with the item table and the extractor frozen, so that only the refiner trains.
+    from it with the item table and the extractor frozen, so that only the refiner trains (or, with
+    ``backbone_learning_rate > 0``, training on at that rate with an Adam of their own).
 
     Args:
       config: the model and schedule (:func:`trainer.config.variant_config`).
@@ -289,7 +290,9 @@ def train(
         for name in ("item_embeddings", "extractor"):
             layer = getattr(model, name)
             layer.set_weights(getattr(backbone.model, name).get_weights())
-            layer.trainable = False
+            layer.trainable = config.backbone_learning_rate > 0
+        if config.backbone_learning_rate > 0:
+            model.backbone_optimizer = keras.optimizers.legacy.Adam(config.backbone_learning_rate)
     if isinstance(model, PopularityModel):
         validation = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)()
         test = Evaluator(model, test_set, ndcg=ndcg)() if test_set is not None else {}
@@ -303,7 +306,11 @@ def train(
     )
     manager = None
     if out_dir is not None:
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        checkpoint = tf.train.Checkpoint(
+            model=model,
+            optimizer=model.optimizer,
+            **({"backbone_optimizer": model.backbone_optimizer} if model.backbone_optimizer else {}),
+        )
         manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=1)
         if manager.latest_checkpoint and state["epoch"]:
             checkpoint.restore(manager.latest_checkpoint)
