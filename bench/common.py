@@ -579,6 +579,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "denoiser_dropout": 0.0,
     "denoiser_input_dropout": 0.0,
     "denoiser_query_residual": True,
+    "denoiser_recency": False,
     "diffusion_loss": "norm",
     "diffusion_noise": "absolute",
     "diffusion_training": "one_step",

@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "diffusion_loss": "norm",
         "denoiser_input_dropout": 0.0,
         "denoiser_query_residual": True,
+        "denoiser_recency": False,
         "diffusion_noise": "absolute",
         "diffusion_training": "one_step",
         "refiner_schedule": "joint",
@@ -109,6 +110,8 @@ class ModelConfig:
         cannot copy its input; DiffRec and DDRM drop half of theirs. 0: the paper (none).
       denoiser_query_residual: keep the pre-norm denoiser's residual path from ``v_t`` (False: the
         prediction comes from the attention over the history alone, see ``InterestDenoiser``).
+      denoiser_recency: add a learned embedding of each history item's recency to the history the
+        denoiser attends to (the paper's Eq. 11 attends to item embeddings alone; see DiffusionRefiner).
       diffusion_loss: L_dm per example: ``norm`` (Eq. 18 literally, the Euclidean norm), ``squared`` (its
         square) or ``mse`` (the square averaged over dimensions, as DiffRec / DDRM).
       diffusion_noise: ``absolute`` (Eq. 7) or ``relative`` forward noise (scaled by each interest's RMS
@@ -163,6 +166,7 @@ class ModelConfig:
     denoiser_dropout: float = 0.0
     denoiser_input_dropout: float = 0.0
     denoiser_query_residual: bool = True
+    denoiser_recency: bool = False
     diffusion_loss: str = "norm"
     diffusion_noise: str = "absolute"
     diffusion_training: str = "one_step"
@@ -292,6 +296,7 @@ DIFFUSION_FIELDS: tuple[str, ...] = (
     "denoiser_dropout",
     "denoiser_input_dropout",
     "denoiser_query_residual",
+    "denoiser_recency",
     "diffusion_loss",
     "diffusion_noise",
     "diffusion_training",

@@ -130,6 +130,8 @@ class DMIModel(tfrs.Model):
                 input_dropout=config.denoiser_input_dropout,
                 noise=config.diffusion_noise,
                 training=config.diffusion_training,
+                recency=config.denoiser_recency,
+                max_length=config.max_length,
                 name="refiner",
             )
         # The second stage of a two-stage run with a training backbone (set by trainer.train): the extractor

@@ -57,6 +57,9 @@ class DiffusionRefiner(keras.layers.Layer):
     * ``noise``: ``"absolute"`` (Eq. 7: ``sqrt(1 - alpha_bar_t) eps``) or ``"relative"``: ``eps`` scaled
       by the interest's RMS value ``||v_0||_2 / sqrt(d)``, so that the schedule's noise levels are
       signal-to-noise ratios whatever the scale the interests grow to during training.
+    * ``recency``: add a learned embedding of each history item's recency (0 for the latest item) to the
+      history the denoiser attends to. Eq. 11 attends to item embeddings alone, and the pruned context is
+      ordered by attention, so without it the denoiser cannot tell a recent item from an old one.
     * ``training``: ``"one_step"`` (Algorithm 1) or ``"chain"``: training runs the serving DDIM chain
       from step ``T`` (``q_sample`` with the drawn noise at ``T``) and ``Z``/``L_dm`` come from its last
       prediction, so that serving computes exactly what was trained.
@@ -86,6 +89,8 @@ class DiffusionRefiner(keras.layers.Layer):
       input_dropout: Dropout rate on ``v_t`` before the denoiser, in ``[0, 1)``; training only.
       noise: ``"absolute"`` or ``"relative"`` forward noise (see above).
       training: ``"one_step"`` or ``"chain"`` (see above).
+      recency: Recency embeddings on the attended history (see above); needs ``max_length``.
+      max_length: History length ``L`` (the number of recency embeddings).
       **kwargs: Passed to `keras.layers.Layer`.
     """
 
@@ -110,6 +115,8 @@ class DiffusionRefiner(keras.layers.Layer):
         input_dropout: float = 0.0,
         noise: DiffusionNoise = "absolute",
         training: DiffusionTraining = "one_step",
+        recency: bool = False,
+        max_length: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -134,6 +141,8 @@ class DiffusionRefiner(keras.layers.Layer):
             raise ValueError(f"`training` must be one of {DIFFUSION_TRAININGS}, got {training!r}")
         if not 0.0 <= input_dropout < 1.0:
             raise ValueError(f"`input_dropout` must be in [0, 1), got {input_dropout}")
+        if recency and (max_length is None or max_length < 1):
+            raise ValueError(f"`recency` needs `max_length` >= 1, got {max_length}")
         self.num_steps = num_steps
         self.alpha_min = alpha_min
         self.alpha_max = alpha_max
@@ -153,6 +162,9 @@ class DiffusionRefiner(keras.layers.Layer):
         self.input_dropout = input_dropout
         self.noise = noise
         self.training_mode = training
+        self.recency = recency
+        self.max_length = max_length
+        self.recency_embedding: tf.Variable | None = None  # (max_length, dim), created on first use
         if denoiser == "transformer":
             self.denoiser = InterestDenoiser(
                 num_steps,
@@ -205,6 +217,7 @@ class DiffusionRefiner(keras.layers.Layer):
                 f"`noise` must have the shape of `interest` {interest.shape}, got shape {noise.shape}"
             )
         clean, attention, history_embeddings = self._detach(interest, attention, history_embeddings)
+        history_embeddings = self._with_recency(history_embeddings, mask)
         context, context_mask = prune_history(history_embeddings, attention, mask, self.gamma)
         noise = self._scaled_noise(noise, clean)
         if self.training_mode == "chain":
@@ -295,6 +308,7 @@ class DiffusionRefiner(keras.layers.Layer):
             if seed.shape.rank not in (0, 1):
                 raise ValueError(f"`seed` must be a scalar or have shape (batch,), got shape {seed.shape}")
 
+        history_embeddings = self._with_recency(history_embeddings, mask)
         batch_size, num_interests, dim = tf.unstack(tf.shape(interests))
         flat_interests = tf.reshape(interests, [-1, interests.shape[-1]])  # (B*K, d)
         flat_attention = tf.reshape(attention, [-1, attention.shape[-1]])  # (B*K, L)
@@ -350,6 +364,32 @@ class DiffusionRefiner(keras.layers.Layer):
             noisy = self._input_dropout(noisy, training=training)
         return self.denoiser(noisy, step, context, context_mask, training=training)
 
+    def _with_recency(self, history_embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        """``H`` plus each valid position's recency embedding (``recency``), else ``H`` itself.
+
+        Histories are left-aligned, so the recency of position ``j`` is ``n_valid - 1 - j``.
+        """
+        if not self.recency:
+            return history_embeddings
+        valid = tf.cast(mask, tf.bool)
+        length = history_embeddings.shape[1]
+        if length is None or length > self.max_length:
+            raise ValueError(
+                f"`history_embeddings` needs a static length <= max_length={self.max_length}, got "
+                f"shape {history_embeddings.shape}"
+            )
+        num_valid = tf.reduce_sum(tf.cast(valid, tf.int32), axis=-1, keepdims=True)
+        recency = tf.clip_by_value(num_valid - 1 - tf.range(length)[tf.newaxis, :], 0, self.max_length - 1)
+        if self.recency_embedding is None:
+            # Zeros: training starts from the paper's denoiser, which sees no recency.
+            self.recency_embedding = self.add_weight(
+                name="recency_embedding",
+                shape=(self.max_length, history_embeddings.shape[-1]),
+                initializer="zeros",
+            )
+        embedding = tf.gather(self.recency_embedding, recency)
+        return history_embeddings + tf.where(valid[..., tf.newaxis], embedding, tf.zeros_like(embedding))
+
     def _scaled_noise(self, noise: tf.Tensor, clean: tf.Tensor) -> tf.Tensor:
         """The forward noise: ``noise`` itself, or scaled by each row's RMS value (``noise="relative"``)."""
         if self.noise == "absolute":
@@ -398,6 +438,8 @@ class DiffusionRefiner(keras.layers.Layer):
                 "input_dropout": self.input_dropout,
                 "noise": self.noise,
                 "training": self.training_mode,
+                "recency": self.recency,
+                "max_length": self.max_length,
             }
         )
         return config

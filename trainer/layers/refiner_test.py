@@ -284,6 +284,31 @@ class TrainRefineTest(tf.test.TestCase, parameterized.TestCase):
         rows = np.flatnonzero(np.abs(tf.convert_to_tensor(gradient).numpy()).sum(axis=-1) > 0)
         self.assertAllEqual(rows, sorted(refiner.timesteps))  # every DDIM step's embedding was used
 
+    def test_recency_embeddings_reach_the_denoiser(self):
+        interests, attention, history = _inputs(6)
+        # One DDIM step: Z = 0.4 f(v_T) + 0.6 v, so a shift of f's context mean shifts Z by 0.4 of it.
+        refiner = _refiner(recency=True, max_length=LENGTH, sampling_steps=1)
+        refiner.denoiser = _AffineDenoiser()
+        plain = _refiner(sampling_steps=1)
+        plain.denoiser = _AffineDenoiser()
+        served = refiner.serve_refine(interests, attention, history, MASK)
+        # Zero-initialised: the paper's denoiser to start with.
+        self.assertAllClose(served, plain.serve_refine(interests, attention, history, MASK))
+        table = np.arange(LENGTH * DIM, dtype=np.float32).reshape(LENGTH, DIM)
+        refiner.recency_embedding.assign(table)
+        # The affine denoiser reads the mean of the kept items: with recency it is shifted by the mean of
+        # their recency rows (user 0 keeps 3 of 6 valid items, user 1 2 of 3; user 2 has none).
+        shifted = refiner.serve_refine(interests, attention, history, MASK).numpy()
+        base = plain.serve_refine(interests, attention, history, MASK).numpy()
+        for b, valid in enumerate((6, 3)):
+            for k in range(INTERESTS):
+                kept = np.argsort(-np.where(MASK[b], attention[b, k], -np.inf))[: math.ceil(valid / 2)]
+                expected = base[b, k] + 0.4 * table[valid - 1 - kept].mean(axis=0)
+                self.assertAllClose(shifted[b, k], expected, rtol=1e-5, atol=1e-4)
+        self.assertAllClose(shifted[2], base[2])
+        with self.assertRaisesRegex(ValueError, "`recency` needs `max_length`"):
+            _refiner(recency=True)
+
     def test_trajectory_ends_with_the_served_representation(self):
         interests, attention, history = _inputs(5)
         refiner = _refiner(sampling_steps=4)
