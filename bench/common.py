@@ -580,6 +580,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "denoiser_input_dropout": 0.0,
     "denoiser_query_residual": True,
     "denoiser_recency": False,
+    "denoiser_input_gradient": False,
     "diffusion_loss": "norm",
     "diffusion_noise": "absolute",
     "diffusion_training": "one_step",

@@ -34,21 +34,6 @@ DEFAULT_INTERESTS = (2, 4, 6, 8)
 QUICK_SCHEDULE = {"max_steps": 500, "eval_every": 250, "patience": 2}
 
 
-class CoarseInterests:
-    """A DMI model's extractor alone (no diffusion refinement), with the interface Evaluator needs."""
-
-    def __init__(self, model: Any):
-        self.model = model
-        self.num_items = model.num_items
-
-    def recommend(self, history: Any, n: int, exclude_history: bool = False) -> Any:
-        from trainer import retrieval
-
-        interests = self.model.extract(history)[0]
-        exclude = history if exclude_history else None
-        return retrieval.top_n(interests, self.model.item_table, n, exclude=exclude)
-
-
 def with_sampling_steps(model: Any, vocabulary: Any, steps: int) -> Any:
     """A copy of a trained DMI model whose refiner samples with ``steps`` DDIM steps."""
     from trainer.train import build_model
@@ -76,15 +61,14 @@ def sweep_sampling_steps(
     rows, functions = [], []
     for s in [0, *steps]:
         if s == 0:
-            evaluated: Any = CoarseInterests(model)
+            metrics = Evaluator(model, test_set, refine=False)()
             interests = tf.function(lambda h: model.extract(h)[0], input_signature=[spec], autograph=False)
         else:
             clone = with_sampling_steps(model, vocabulary, s)
-            evaluated = clone
+            metrics = Evaluator(clone, test_set)()
             interests = tf.function(
                 lambda h, m=clone: m.user_interests(h), input_signature=[spec], autograph=False
             )
-        metrics = Evaluator(evaluated, test_set)()
         label = "no refinement" if s == 0 else f"S={s}"
         common.log(f"{label}: test recall@50 {metrics['recall@50']:.4f}")
         rows.append({"sampling_steps": s, "label": label, "test": metrics})

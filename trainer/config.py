@@ -50,6 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "denoiser_input_dropout": 0.0,
         "denoiser_query_residual": True,
         "denoiser_recency": False,
+        "denoiser_input_gradient": False,
         "diffusion_noise": "absolute",
         "diffusion_training": "one_step",
         "refiner_schedule": "joint",
@@ -110,6 +111,8 @@ class ModelConfig:
         cannot copy its input; DiffRec and DDRM drop half of theirs. 0: the paper (none).
       denoiser_query_residual: keep the pre-norm denoiser's residual path from ``v_t`` (False: the
         prediction comes from the attention over the history alone, see ``InterestDenoiser``).
+      denoiser_input_gradient: the recommendation loss reaches the extractor through the denoiser's
+        input too (L_dm still does not; see DiffusionRefiner). False: the paper (v frozen in the denoiser).
       denoiser_recency: add a learned embedding of each history item's recency to the history the
         denoiser attends to (the paper's Eq. 11 attends to item embeddings alone; see DiffusionRefiner).
       diffusion_loss: L_dm per example: ``norm`` (Eq. 18 literally, the Euclidean norm), ``squared`` (its
@@ -167,6 +170,7 @@ class ModelConfig:
     denoiser_input_dropout: float = 0.0
     denoiser_query_residual: bool = True
     denoiser_recency: bool = False
+    denoiser_input_gradient: bool = False
     diffusion_loss: str = "norm"
     diffusion_noise: str = "absolute"
     diffusion_training: str = "one_step"
@@ -297,6 +301,7 @@ DIFFUSION_FIELDS: tuple[str, ...] = (
     "denoiser_input_dropout",
     "denoiser_query_residual",
     "denoiser_recency",
+    "denoiser_input_gradient",
     "diffusion_loss",
     "diffusion_noise",
     "diffusion_training",

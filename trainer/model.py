@@ -130,6 +130,7 @@ class DMIModel(tfrs.Model):
                 input_dropout=config.denoiser_input_dropout,
                 noise=config.diffusion_noise,
                 training=config.diffusion_training,
+                input_gradient=config.denoiser_input_gradient,
                 recency=config.denoiser_recency,
                 max_length=config.max_length,
                 name="refiner",

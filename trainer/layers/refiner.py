@@ -57,6 +57,10 @@ class DiffusionRefiner(keras.layers.Layer):
     * ``noise``: ``"absolute"`` (Eq. 7: ``sqrt(1 - alpha_bar_t) eps``) or ``"relative"``: ``eps`` scaled
       by the interest's RMS value ``||v_0||_2 / sqrt(d)``, so that the schedule's noise levels are
       signal-to-noise ratios whatever the scale the interests grow to during training.
+    * ``input_gradient`` (with ``stop_gradient``): the recommendation loss also reaches the extractor
+      through the denoiser's input (a second denoiser pass on the attached ``v`` gives ``Z``), while
+      ``L_dm`` still trains the denoiser alone. The paper detaches ``v`` because of the reconstruction
+      loss; this keeps that, and lets the extractor learn what the refiner makes of its interests.
     * ``recency``: add a learned embedding of each history item's recency (0 for the latest item) to the
       history the denoiser attends to. Eq. 11 attends to item embeddings alone, and the pruned context is
       ordered by attention, so without it the denoiser cannot tell a recent item from an old one.
@@ -89,6 +93,7 @@ class DiffusionRefiner(keras.layers.Layer):
       input_dropout: Dropout rate on ``v_t`` before the denoiser, in ``[0, 1)``; training only.
       noise: ``"absolute"`` or ``"relative"`` forward noise (see above).
       training: ``"one_step"`` or ``"chain"`` (see above).
+      input_gradient: Route the recommendation gradient through the denoiser's input (see above).
       recency: Recency embeddings on the attended history (see above); needs ``max_length``.
       max_length: History length ``L`` (the number of recency embeddings).
       **kwargs: Passed to `keras.layers.Layer`.
@@ -115,6 +120,7 @@ class DiffusionRefiner(keras.layers.Layer):
         input_dropout: float = 0.0,
         noise: DiffusionNoise = "absolute",
         training: DiffusionTraining = "one_step",
+        input_gradient: bool = False,
         recency: bool = False,
         max_length: int | None = None,
         **kwargs: Any,
@@ -162,6 +168,7 @@ class DiffusionRefiner(keras.layers.Layer):
         self.input_dropout = input_dropout
         self.noise = noise
         self.training_mode = training
+        self.input_gradient = input_gradient
         self.recency = recency
         self.max_length = max_length
         self.recency_embedding: tf.Variable | None = None  # (max_length, dim), created on first use
@@ -220,14 +227,20 @@ class DiffusionRefiner(keras.layers.Layer):
         history_embeddings = self._with_recency(history_embeddings, mask)
         context, context_mask = prune_history(history_embeddings, attention, mask, self.gamma)
         noise = self._scaled_noise(noise, clean)
-        if self.training_mode == "chain":
-            start = tf.fill(tf.shape(clean)[:1], self.schedule.steps)
-            noisy = self.schedule.q_sample(clean, start, noise)
-            denoised = self._ddim_chain(noisy, context, context_mask, training=training)[-1]
-        else:
-            noisy = self.schedule.q_sample(clean, step, noise)
-            denoised = self._denoise(noisy, step, context, context_mask, training=training)
+
+        def refine(v0: tf.Tensor) -> tf.Tensor:
+            if self.training_mode == "chain":
+                start = tf.fill(tf.shape(v0)[:1], self.schedule.steps)
+                noisy = self.schedule.q_sample(v0, start, noise)
+                return self._ddim_chain(noisy, context, context_mask, training=training)[-1]
+            noisy = self.schedule.q_sample(v0, step, noise)
+            return self._denoise(noisy, step, context, context_mask, training=training)
+
+        denoised = refine(clean)
         reconstruction_loss = tf.reduce_mean(self._reconstruction_error(denoised - clean))
+        if self.input_gradient and self.stop_gradient:
+            # A second pass on the attached interest: only the recommendation loss reaches the extractor.
+            denoised = refine(interest)
         return self._combine(denoised, interest), reconstruction_loss
 
     @tf.autograph.experimental.do_not_convert
@@ -438,6 +451,7 @@ class DiffusionRefiner(keras.layers.Layer):
                 "input_dropout": self.input_dropout,
                 "noise": self.noise,
                 "training": self.training_mode,
+                "input_gradient": self.input_gradient,
                 "recency": self.recency,
                 "max_length": self.max_length,
             }

@@ -336,6 +336,24 @@ class TrainRefineTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(tape.gradient(total, interest), np.full((BATCH, DIM), 0.6), atol=1e-6)
         self.assertGreater(_global_norm(tape.gradient(total, weights)), 0.0)
 
+    def test_input_gradient_routes_the_recommendation_loss_only_to_the_interest(self):
+        interest, attention, history, step, noise = map(tf.constant, self._train_inputs())
+        refiner = _refiner(eta=0.4, input_gradient=True)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(interest)
+            z, loss = refiner.train_refine(interest, attention, history, MASK, step, noise)
+            refiner.input_gradient = False  # the same weights, the paper's routing
+            z_plain, _ = refiner.train_refine(interest, attention, history, MASK, step, noise)
+            objective = tf.reduce_sum(z**2)
+        # Same values; L_dm has no gradient into v, the recommendation objective more than (1 - eta).
+        self.assertAllClose(z, z_plain, atol=1e-6)
+        self.assertIsNone(tape.gradient(loss, interest))
+        direct = 0.6 * 2 * z.numpy()
+        self.assertNotAllClose(tape.gradient(objective, interest), direct)
+        self.assertAllClose(
+            tape.gradient(tf.reduce_sum(z_plain**2), interest), 0.6 * 2 * z_plain.numpy(), atol=1e-5
+        )
+
     def test_gradient_routing_without_stop_gradient(self):
         interest, attention, history, step, noise = map(tf.constant, self._train_inputs())
         refiner = _refiner(stop_gradient=False)
