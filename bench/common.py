@@ -487,7 +487,13 @@ def backbone_dir(config: Any, data: Any) -> str | None:
 
     if not config.diffusion or config.refiner_schedule != "two_stage":
         return None
-    digest = hashlib.sha256(train_lib.backbone_config(config).to_json().encode())
+    from trainer.config import DIFFUSION_FIELDS
+
+    # Hashed without the diffusion fields (all at their defaults in a backbone), so that adding a refiner
+    # option to the config does not orphan the backbones trained before.
+    fields = dataclasses.asdict(train_lib.backbone_config(config))
+    shared = {key: value for key, value in fields.items() if key not in DIFFUSION_FIELDS}
+    digest = hashlib.sha256(json.dumps(shared, sort_keys=True).encode())
     for split in (data.train, data.eval):
         digest.update(np.ascontiguousarray(split.items).tobytes())
     return os.path.join(WORK_DIR, "backbones", digest.hexdigest()[:16])
