@@ -199,8 +199,8 @@ class DMIModel(tfrs.Model):
         interests = self.user_interests(history, refine=refine)
         return retrieval.top_n(interests, self.item_table, n, exclude=exclude)
 
-    def call(self, history: tf.Tensor) -> tf.Tensor:
-        return self.user_interests(history)
+    def call(self, history: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        return self.user_interests(history, seed=seed)
 
     # ----- training ------------------------------------------------------------------------------------
 
@@ -293,7 +293,8 @@ class DMIModel(tfrs.Model):
                 batches.STEP_SEED: tf.zeros([2], tf.int64),
             }
         )
-        self(history)  # through Keras' __call__, so the model records its input shape (needed to save it)
+        # Through Keras' __call__, so the model records its input shape (needed to save it).
+        self(history, seed=tf.zeros([1], tf.int64) if self.config.serving_noise == "random" else None)
 
     def get_config(self) -> dict[str, Any]:
         return {"config": self.config.to_json(), "num_items": self.num_items}

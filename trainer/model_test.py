@@ -36,6 +36,10 @@ def _grouped_log(users: int = 120, groups: int = 4, group_size: int = 10, length
     return SequenceData.from_sequences(sequences, seed=seed)
 
 
+def _vocabulary():
+    return _grouped_log(users=40).vocabulary
+
+
 def _batch(model_config, num_items, batch=4, seed=0):
     rng = np.random.default_rng(seed)
     history = rng.integers(1, num_items + 1, size=(batch, model_config.max_length)).astype(np.int32)
@@ -111,6 +115,14 @@ def test_user_interests_shapes_and_determinism():
     scores, ids = model.recommend(history, 5)
     assert ids.shape == (4, 5) and np.all(ids.numpy() > 0)
     assert np.all(np.diff(scores.numpy(), axis=1) <= 0)
+
+
+def test_a_model_with_random_serving_noise_builds_and_serves_per_seed():
+    model = train.build_model(config.variant_config("dmi", {**TINY, "serving_noise": "random"}), _vocabulary())
+    history = tf.constant([[1, 2, 3, 0, 0, 0]])
+    first = model.user_interests(history, seed=tf.constant([1], tf.int64))
+    np.testing.assert_array_equal(first, model.user_interests(history, seed=tf.constant([1], tf.int64)))
+    assert not np.allclose(first, model.user_interests(history, seed=tf.constant([2], tf.int64)))
 
 
 def test_popularity_model_ranks_by_count_and_can_exclude_history():
