@@ -38,10 +38,13 @@ MODULE = "bench.tune"
 # paper's values it starts from, so a trial means the same config whatever the current defaults are.
 _PAPER = (
     "denoiser_norm=post,learning_rate=0.002,eta=0.4,diffusion_weight=5,noise_scale=1,diffusion_steps=10,"
-    "alpha_max=0.004,denoiser_dropout=0"
+    "alpha_max=0.004,denoiser_dropout=0,refiner_schedule=joint,denoiser_query_residual=true,"
+    "backbone_learning_rate=0"
 )
 _PRE = f"{_PAPER},denoiser_norm=pre"
 _PRE_LR = f"{_PRE},learning_rate=0.001"
+_JOINT = f"{_PRE_LR},noise_scale=4"  # the default before issue 10
+_TS_NORES = "denoiser_query_residual=false,refiner_schedule=two_stage"
 DEFAULT_TRIALS: tuple[str, ...] = (
     "remi=remi",
     f"paper=dmi:{_PAPER}",
@@ -62,7 +65,41 @@ DEFAULT_TRIALS: tuple[str, ...] = (
     f"pre_lr1e-3_lambda0.5=dmi:{_PRE_LR},diffusion_weight=0.5",
     f"pre_lr1e-3_lambda0.04=dmi:{_PRE_LR},diffusion_weight=0.04",
     f"pre_lr1e-3_eta0.2_s2=dmi:{_PRE_LR},eta=0.2,noise_scale=2",
-)
+) + tuple(
+    # Issue 10 (docs/refinement.md), from the then default (pre-norm, lr 1e-3, s = 4, joint training, the
+    # query residual, a frozen backbone when two-stage), one hypothesis per option, in the order they ran.
+    f"{name}=dmi:{_JOINT}{',' + changes if changes else ''}"
+    for name, changes in (
+        ("id5", "denoiser_input_dropout=0.5"),
+        ("id5_coarse1", "denoiser_input_dropout=0.5,coarse_loss_weight=1"),
+        ("id5_g0.2", "denoiser_input_dropout=0.5,gamma=0.2"),
+        ("id5_sq", "denoiser_input_dropout=0.5,diffusion_loss=squared"),
+        ("two_stage_id5", "denoiser_input_dropout=0.5,refiner_schedule=two_stage"),
+        ("two_stage_id5_eta0.6", "denoiser_input_dropout=0.5,refiner_schedule=two_stage,eta=0.6"),
+        ("nores", "denoiser_query_residual=false"),
+        ("two_stage_nores", "denoiser_query_residual=false,refiner_schedule=two_stage"),
+        ("id5_K8", "denoiser_input_dropout=0.5,num_interests=8"),
+        ("id5_s8", "denoiser_input_dropout=0.5,noise_scale=8"),
+        ("ts_id5_mse", "denoiser_input_dropout=0.5,refiner_schedule=two_stage,diffusion_loss=mse"),
+        ("ts_id5_lambda1", "denoiser_input_dropout=0.5,refiner_schedule=two_stage,diffusion_weight=1"),
+        ("ts_id5_chain", "denoiser_input_dropout=0.5,refiner_schedule=two_stage,diffusion_training=chain"),
+        ("ts_id5_g0.2", "denoiser_input_dropout=0.5,refiner_schedule=two_stage,gamma=0.2"),
+        ("ts_id5_eta1", "denoiser_input_dropout=0.5,refiner_schedule=two_stage,eta=1"),
+        ("id5_rec", "denoiser_input_dropout=0.5,denoiser_recency=true"),
+        ("id5_g0.2_rec", "denoiser_input_dropout=0.5,gamma=0.2,denoiser_recency=true"),
+        ("id5_s8_ig", "denoiser_input_dropout=0.5,noise_scale=8,denoiser_input_gradient=true"),
+        ("ts_nores_blr1e-4", f"{_TS_NORES},backbone_learning_rate=0.0001"),
+        ("ts_nores_g0.2", f"{_TS_NORES},gamma=0.2"),
+        ("ts_nores_g1", f"{_TS_NORES},gamma=1"),
+        ("ts_blr1e-4_eta0", "refiner_schedule=two_stage,backbone_learning_rate=0.0001,eta=0"),
+        ("ts_nores_blr3e-4", f"{_TS_NORES},backbone_learning_rate=0.0003"),
+        ("ts_nores_blr3e-5", f"{_TS_NORES},backbone_learning_rate=0.00003"),
+        ("ts_nores_blr1e-4_id5", f"{_TS_NORES},backbone_learning_rate=0.0001,denoiser_input_dropout=0.5"),
+        ("ts_blr1e-4", "refiner_schedule=two_stage,backbone_learning_rate=0.0001"),
+        ("ts_nores_blr1e-5", f"{_TS_NORES},backbone_learning_rate=0.00001"),
+        ("ts_blr3e-5_eta0", "refiner_schedule=two_stage,backbone_learning_rate=0.00003,eta=0"),
+    )
+) + ("remi_K8=remi:num_interests=8",)
 # Early stopping of the search: 3 evaluations without improvement (the reproduction uses the protocol's
 # schedule); the best validation Recall@50 of a run is what is compared.
 SEARCH_PATIENCE = 3

@@ -5,7 +5,7 @@ import pytest
 from trainer import config
 
 
-def test_defaults_are_the_papers_but_three_tuned_values():
+def test_defaults_are_the_papers_but_the_tuned_values():
     c = config.variant_config("dmi")
     assert (c.embedding_dim, c.num_interests, c.max_length, c.batch_size) == (64, 4, 20, 128)
     assert (c.num_negatives, c.diffusion_steps, c.num_sampling_steps) == (1280, 10, 10)
@@ -14,6 +14,9 @@ def test_defaults_are_the_papers_but_three_tuned_values():
     assert c.pruned_length == 10
     # Chosen on Beauty's validation users (bench/tune.py); the paper: layout and s unsaid, lr 2e-3.
     assert (c.denoiser_norm, c.learning_rate, c.noise_scale) == ("pre", 0.001, 4.0)
+    # Issue 10 (docs/refinement.md): the refiner trains second, on the remi of the same config.
+    assert (c.refiner_schedule, c.backbone_learning_rate, c.denoiser_query_residual) == ("two_stage", 3e-5, False)
+    assert (c.diffusion_loss, c.denoiser_input_dropout, c.diffusion_training) == ("norm", 0.0, "one_step")
     assert {config.variant_config(m).learning_rate for m in config.VARIANTS if m != "dmi-paper"} == {0.001}
 
 
