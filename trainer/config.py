@@ -46,6 +46,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dmi-T": {"denoiser": "mlp"},
     "dmi-IP": {"gamma": 1.0},
     "dmi-GD": {"stop_gradient": False},
+    # A control, not one of the paper's: the default's schedule with eta = 0, so Z = v and the refiner is
+    # trained (by L_dm) but never used. It is remi trained a second time at the backbone rate, and tells
+    # what the two-stage schedule gives without any refinement.
+    "dmi-eta0": {"eta": 0.0},
     # The paper read literally (section 4.1 and Eq. 18): post-norm, lr 2e-3, s = 1, the Euclidean L_dm,
     # no input dropout, one-step joint training; for comparison with the tuned `dmi`.
     "dmi-paper": {
