@@ -477,26 +477,47 @@ REFINEMENT_KEYS = (
 
 
 def backbone_dir(config: Any, data: Any) -> str | None:
-    """Where a two-stage run's first stage (:func:`trainer.train.backbone_config`) is kept in the work
-    directory, so that every refiner trained on the same backbone and data reuses it; None otherwise."""
+    """Where a two-stage run's first stage (:func:`trainer.train.backbone_config`) is kept, so that every
+    refiner trained on the same backbone and data reuses it; None for other runs.
+
+    The directory is ``$DMIREC_BACKBONE_CACHE`` (default ``bench/work/backbones``) / a digest of the
+    backbone's config (without the diffusion fields, all at their defaults in a backbone, so that adding a
+    refiner option does not orphan earlier backbones), of the training and validation data and of the
+    trainer's source files (a changed model or training loop never loads a stale backbone).
+    """
     import hashlib
 
     import numpy as np
 
     from trainer import train as train_lib
+    from trainer.config import DIFFUSION_FIELDS
 
     if not config.diffusion or config.refiner_schedule != "two_stage":
         return None
-    from trainer.config import DIFFUSION_FIELDS
-
-    # Hashed without the diffusion fields (all at their defaults in a backbone), so that adding a refiner
-    # option to the config does not orphan the backbones trained before.
     fields = dataclasses.asdict(train_lib.backbone_config(config))
     shared = {key: value for key, value in fields.items() if key not in DIFFUSION_FIELDS}
     digest = hashlib.sha256(json.dumps(shared, sort_keys=True).encode())
     for split in (data.train, data.eval):
         digest.update(np.ascontiguousarray(split.items).tobytes())
-    return os.path.join(WORK_DIR, "backbones", digest.hexdigest()[:16])
+    digest.update(_trainer_source_digest())
+    cache = os.environ.get("DMIREC_BACKBONE_CACHE") or os.path.join(WORK_DIR, "backbones")
+    return os.path.join(cache, digest.hexdigest()[:16])
+
+
+def _trainer_source_digest() -> bytes:
+    """A digest of ``trainer/``'s non-test Python sources."""
+    import hashlib
+
+    import trainer as trainer_package
+
+    digest = hashlib.sha256()
+    root = os.path.dirname(os.path.abspath(trainer_package.__file__))
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            if name.endswith(".py") and not name.endswith("_test.py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    digest.update(name.encode() + f.read())
+    return digest.digest()
 
 
 def _worker_init(threads: Mapping[str, int], data: Any) -> None:

@@ -38,7 +38,8 @@ def _comparable(results):
     }
 
 
-def test_parallel_runs_equal_serial_runs_and_resume(data):
+def test_parallel_runs_equal_serial_runs_and_resume(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("DMIREC_BACKBONE_CACHE", str(tmp_path / "backbones"))  # dmi trains two-stage
     specs = [RunSpec("dmi", "dmi", TINY, (0, 1)), RunSpec("remi", "remi", TINY, (0,))]
     serial = train_and_test(specs, data, {}, verbose=0)
     saves = []

@@ -213,7 +213,9 @@ def test_training_logs_the_refinement_diagnostics():
 
 def test_two_stage_trains_the_refiner_on_a_frozen_remi(tmp_path):
     data = _grouped_log(users=80)
-    two_stage = config.variant_config("dmi", {**TINY, "refiner_schedule": "two_stage"})
+    two_stage = config.variant_config(
+        "dmi", {**TINY, "refiner_schedule": "two_stage", "backbone_learning_rate": 0.0}
+    )
     backbone_dir = str(tmp_path / "backbone")
     result = train.train(two_stage, data, verbose=0, backbone_dir=backbone_dir)
     assert result.backbone is not None and result.backbone.steps == TINY["max_steps"]
