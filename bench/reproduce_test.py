@@ -54,3 +54,21 @@ def test_parallel_runs_equal_serial_runs_and_resume(data, tmp_path, monkeypatch)
     resumed = train_and_test(fewer, data, parallel, jobs=2, save=lambda: pytest.fail("nothing to train"))
     assert [run["seed"] for run in resumed["dmi"]["runs"]] == [0]
     assert common.config_dict("dmi", TINY) == resumed["dmi"]["config"]
+
+
+def test_serving_probe_rows_and_eta_zero_equals_no_refinement(data, tmp_path, monkeypatch):
+    from bench import serving_probe
+    from trainer import config, train
+    from trainer.sequences import evaluation_set
+
+    monkeypatch.setenv("DMIREC_BACKBONE_CACHE", str(tmp_path / "backbones"))
+    model = train.train(config.variant_config("dmi", TINY), data, verbose=0, evaluate_test=False).model
+    validation = evaluation_set(data.eval, model.config.max_length)
+    rows = serving_probe.probe(model, data.vocabulary, validation, etas=(0.0, 0.4))
+    # no refinement + S in {1, T} x noise in {zero, random} x 2 etas
+    assert [row["label"] for row in rows][:2] == ["no refinement", "S=1 zero eta=0.0"]
+    assert len(rows) == 1 + 2 * 2 * 2
+    for row in rows[1:]:
+        if row["eta"] == 0.0:  # Z = v: the refinement is not used, whatever S and the noise
+            assert row["validation"] == rows[0]["validation"]
+            assert row["refinement_size"] == 0.0
