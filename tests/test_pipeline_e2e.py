@@ -110,7 +110,8 @@ def runs(tmp_path_factory):
     settings = {
         "log": str(log), "out_dir": str(out), "overrides": parse_overrides(SETTINGS), "beam_args": BEAM_ARGS
     }
-    later_runs = (("cached", {}), ("below_threshold", {"min_recall": 1.0}), ("compared", {"recall_tolerance": 0.0}))
+    later_runs = (("cached", {}), ("below_threshold", {"min_recall": 1.0}), ("compared", {"recall_tolerance": 0.001}))
+    # (Not 0: evaluating the same model again moves Recall@50 in the last digits, by ties in the top-k.)
     for name, extra in later_runs:
         start = time.perf_counter()
         summaries[name] = local_runner.run(**settings, **extra)

@@ -56,8 +56,10 @@ class Evaluator:
             self._recommend = lambda history: model.recommend(history, n)[1]
         else:
             spec = tf.TensorSpec([None, evaluation_set.histories.shape[1]], tf.int32)
+            # Only a DMIModel takes `refine`; other recommenders (e.g. an exported servable) rank as served.
+            options = {} if refine else {"refine": False}
             self._recommend = tf.function(
-                lambda history: model.recommend(history, n, refine=refine)[1],
+                lambda history: model.recommend(history, n, **options)[1],
                 input_signature=[spec],
                 autograph=False,
             )
