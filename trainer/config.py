@@ -222,7 +222,8 @@ class ModelConfig:
             ("diffusion_training", DIFFUSION_TRAININGS),
             ("refiner_schedule", REFINER_SCHEDULES),
         ):
-            _check(getattr(self, name) in choices, f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            _check(value in choices, f"{name} must be one of {choices}, got {value!r}")
         _check(
             self.denoiser_query_residual or self.denoiser_norm == "pre",
             "denoiser_query_residual=false needs denoiser_norm=pre",

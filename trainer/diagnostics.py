@@ -52,7 +52,8 @@ def refinement_diagnostics(model: DMIModel, histories: np.ndarray) -> dict[str, 
         refined_norm = np.linalg.norm(refined, axis=-1)
         sizes.append(float(np.mean(np.linalg.norm(refined - coarse, axis=-1)[valid] / coarse_norm[valid])))
         dot = np.sum(refined * coarse, axis=-1)
-        cosines.append(float(np.mean(dot[valid] / np.maximum(refined_norm[valid] * coarse_norm[valid], 1e-12))))
+        norms = np.maximum(refined_norm[valid] * coarse_norm[valid], 1e-12)
+        cosines.append(float(np.mean(dot[valid] / norms)))
     items = model.item_table.numpy()[1:]
     return {
         "refinement_size": sizes[-1],

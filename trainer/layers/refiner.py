@@ -279,7 +279,8 @@ class DiffusionRefiner(keras.layers.Layer):
         Raises:
           ValueError: For invalid shapes, or a missing seed with ``serving_noise="random"``.
         """
-        return self.refinement_trajectory(interests, attention, history_embeddings, mask, seed)[-1]
+        served = self.refinement_trajectory(interests, attention, history_embeddings, mask, seed, last_only=True)
+        return served[0]
 
     @tf.autograph.experimental.do_not_convert
     def refinement_trajectory(
@@ -289,15 +290,19 @@ class DiffusionRefiner(keras.layers.Layer):
         history_embeddings: tf.Tensor,
         mask: tf.Tensor,
         seed: tf.Tensor | None = None,
+        last_only: bool = False,
     ) -> list[tf.Tensor]:
         """`serve_refine`'s representation ``Z`` after each of its DDIM steps (for diagnostics).
 
         Args:
           interests, attention, history_embeddings, mask, seed: as `serve_refine`.
+          last_only: return the last step's ``Z`` alone (what `serve_refine` serves), without building
+            Eq. 13 for the intermediate steps.
 
         Returns:
           ``S`` float32 tensors ``(batch, K, dim)``: entry ``s`` is Eq. 13 applied to the prediction
-          ``v0_hat`` of DDIM step ``s``; the last one is `serve_refine`'s output.
+          ``v0_hat`` of DDIM step ``s``; the last one is `serve_refine`'s output (the only one with
+          ``last_only``).
 
         Raises:
           ValueError: For invalid shapes, or a missing seed with ``serving_noise="random"``.
@@ -342,6 +347,8 @@ class DiffusionRefiner(keras.layers.Layer):
         num_rows = tf.shape(flat_interests)[:1]
         noisy = self.schedule.q_sample(flat_interests, tf.fill(num_rows, self.schedule.steps), noise)
         predictions = self._ddim_chain(noisy, context, context_mask, training=False)
+        if last_only:
+            predictions = predictions[-1:]
         return [
             tf.reshape(self._combine(prediction, flat_interests), tf.shape(interests))
             for prediction in predictions
