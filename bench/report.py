@@ -108,6 +108,7 @@ def section_tuning(result: Mapping[str, Any]) -> list[str]:
     from bench import tune
 
     trials = sorted(result["trials"].items(), key=lambda item: -item[1]["val_recall@50"]["mean"])
+    summaries = {name: tune.refinement_summary(entry) for name, entry in trials}
     rows = [
         [
             f"`{name}`",
@@ -116,8 +117,8 @@ def section_tuning(result: Mapping[str, Any]) -> list[str]:
             or ("the paper's setting" if entry["model"] == "dmi" else "preset"),
             common.format_stat(entry["val_recall@50"]),
             common.format_stat(entry["val_hit_rate@50"]),
-            common.format_number(tune.refinement_summary(entry)["val_coarse_recall@50"]),
-            common.format_number(tune.refinement_summary(entry)["refinement_size"], 3),
+            common.format_number(summaries[name]["val_coarse_recall@50"]),
+            common.format_number(summaries[name]["refinement_size"], 3),
             ", ".join(str(run["best_step"]) for run in entry["runs"]),
             len(entry["runs"]),
         ]
