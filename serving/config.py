@@ -102,6 +102,31 @@ class BatchingOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """The largest Predict request the server accepts, checked on the claimed shapes before decoding.
+
+    The defaults admit any realistic retrieval request (1,024 users of 256-item histories) and bound the
+    memory and time one request can take: about 20 MB of decoded strings at the element limit, and a
+    response of 1,024 x ``max_top_n`` entries, far below the default message limit. Rows beyond what a
+    servable compiles for run in chunks of its largest compiled batch (trainer/export.py).
+
+    Attributes:
+        max_batch_rows: most rows (size of the batch dimension) of a batch input.
+        max_row_elements: most elements per row of a batch input (the history length for DMI-Rec).
+        max_request_elements: most elements of all inputs of one request together.
+    """
+
+    max_batch_rows: int = 1024
+    max_row_elements: int = 4096
+    max_request_elements: int = 262_144
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) < 1:
+                raise ValueError(f"{field.name} must be at least 1, got {getattr(self, field.name)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ServerOptions:
     """Everything ``ModelServer`` needs to start.
 
@@ -114,6 +139,11 @@ class ServerOptions:
         file_system_poll_wait_seconds: seconds between scans of each base path for new versions; 0 scans
             once, at start-up.
         batching: server-side batching, or None to run every request on its own.
+        limits: the largest request accepted.
+        max_num_load_retries: how many times a version that failed to load is tried again (with
+            ``load_retry_interval_s`` doubling between tries), as ``tensorflow_model_server``'s flag; a
+            version whose files change is tried afresh.
+        load_retry_interval_s: seconds before the first retry.
     """
 
     models: tuple[ModelConfig, ...]
@@ -123,6 +153,9 @@ class ServerOptions:
     grpc_max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     file_system_poll_wait_seconds: float = 1.0
     batching: BatchingOptions | None = None
+    limits: RequestLimits = RequestLimits()
+    max_num_load_retries: int = 5
+    load_retry_interval_s: float = 1.0
 
 
 def model_configs_from_proto(proto: model_server_config_pb2.ModelServerConfig) -> list[ModelConfig]:
@@ -290,6 +323,46 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+    parser.add_argument(
+        "--max_batch_rows",
+        type=_positive_int,
+        default=RequestLimits.max_batch_rows,
+        metavar="ROWS",
+        help=f"most rows (users) per request (default: {RequestLimits.max_batch_rows})",
+    )
+    parser.add_argument(
+        "--max_row_elements",
+        type=_positive_int,
+        default=RequestLimits.max_row_elements,
+        metavar="N",
+        help=f"most elements per row of a batch input, i.e. history length (default: "
+        f"{RequestLimits.max_row_elements})",
+    )
+    parser.add_argument(
+        "--max_request_elements",
+        type=_positive_int,
+        default=RequestLimits.max_request_elements,
+        metavar="N",
+        help=f"most elements of all inputs of a request (default: {RequestLimits.max_request_elements})",
+    )
+    parser.add_argument(
+        "--max_num_load_retries",
+        type=_non_negative_int,
+        default=ServerOptions.max_num_load_retries,
+        metavar="N",
+        help="retries of a version that failed to load, with doubling intervals (default: "
+        f"{ServerOptions.max_num_load_retries}, as tensorflow_model_server); changed files reset the count",
+    )
+    parser.add_argument(
+        "--load_retry_interval_micros",
+        type=_non_negative_int,
+        default=int(ServerOptions.load_retry_interval_s * 1e6),
+        metavar="MICROS",
+        help="wait before the first load retry, in microseconds (default: "
+        f"{int(ServerOptions.load_retry_interval_s * 1e6)})",
+    )
+
+
 def server_options_from_flags(args: argparse.Namespace) -> ServerOptions:
     """Builds :class:`ServerOptions` from the flags :func:`add_server_flags` registered.
 
@@ -323,6 +396,9 @@ def server_options_from_flags(args: argparse.Namespace) -> ServerOptions:
         grpc_max_message_bytes=args.grpc_max_message_bytes,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         batching=batching,
+        limits=RequestLimits(args.max_batch_rows, args.max_row_elements, args.max_request_elements),
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval_s=args.load_retry_interval_micros / 1e6,
     )
 
 

@@ -26,3 +26,8 @@ def invalid_argument(message: str) -> StatusError:
 def not_found(message: str) -> StatusError:
     """A :class:`StatusError` for an unknown model, version or label (``NOT_FOUND``)."""
     return StatusError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def resource_exhausted(message: str) -> StatusError:
+    """A :class:`StatusError` for a request the server lacks the resources to answer (``RESOURCE_EXHAUSTED``)."""
+    return StatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)

@@ -8,9 +8,15 @@ then unloads the versions they replace, so the model never stops answering:
 - a new version is loaded in the background and swapped in atomically; a request holds the
   :class:`~serving.servable.Servable` it started with (:meth:`ModelManager.acquire`), and an unloaded
   version stays UNLOADING until its in-flight requests have finished;
-- a version that fails to load is reported (state END with its error) and never retried; the policy then
-  chooses among the remaining versions, so the previous version keeps serving;
-- if the base path becomes empty or unreadable, the loaded versions keep serving.
+- a version that fails to load is reported (state END with its error code and message) and tried again at
+  later polls, up to ``max_num_load_retries`` times with an interval doubling from
+  ``load_retry_interval_s`` (TF Serving's flags of those names); a version whose files change (a copy
+  still in progress when it was first tried) is tried afresh at once. Until it loads, the policy chooses
+  among the other versions, so the previous version keeps serving;
+- a version removed from disk is unloaded once the policy's choice among the remaining ones is loaded,
+  and a failed version that is removed is forgotten;
+- if the base path becomes empty or unreadable, the loaded versions keep serving (a safer choice than TF
+  Serving's unloading for an empty path: a mistaken ``rm`` or a storage outage must not stop the model).
 
 :class:`ModelRegistry` holds the managers by model name and applies (re)configurations.
 """
@@ -28,10 +34,11 @@ import time
 from collections.abc import Iterator, Sequence
 
 import tensorflow as tf
+from google.protobuf import message as message_lib
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
 from serving.config import ModelConfig
-from serving.errors import not_found
+from serving.errors import StatusError, not_found
 from serving.servable import SAVED_MODEL_FILENAMES, Servable
 from serving.warmup import replay_warmup_requests
 
@@ -39,8 +46,8 @@ _LOG = logging.getLogger(__name__)
 
 _VERSION_DIR = re.compile(r"[0-9]+")
 _DRAIN_TIMEOUT_S = 30.0
+_MAX_RETRY_INTERVAL_S = 300.0
 _OK = 0
-_UNKNOWN = 2
 _State = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -121,6 +128,56 @@ class _InFlight:
             return self._changed.wait_for(lambda: self._count == 0, timeout_s)
 
 
+def load_error_code(error: BaseException) -> int:
+    """The ``tensorflow.error.Code`` a failed load reports (never UNKNOWN for an error we can name).
+
+    Args:
+        error: what loading (or warming up) the version raised.
+
+    Returns:
+        TensorFlow's own code for TensorFlow errors and request statuses of a failed warm-up; NOT_FOUND for
+        missing files, DATA_LOSS for files that do not parse, RESOURCE_EXHAUSTED for memory, UNAVAILABLE
+        for other I/O errors, INTERNAL otherwise.
+    """
+    codes = tf.errors
+    if isinstance(error, tf.errors.OpError):
+        return error.error_code
+    if isinstance(error, StatusError):
+        return error.code.value[0]
+    if isinstance(error, FileNotFoundError):
+        return codes.NOT_FOUND
+    if isinstance(error, (ValueError, message_lib.DecodeError)):
+        return codes.DATA_LOSS
+    if isinstance(error, MemoryError):
+        return codes.RESOURCE_EXHAUSTED
+    if isinstance(error, OSError):
+        return codes.UNAVAILABLE
+    return codes.INTERNAL
+
+
+def version_fingerprint(path: str) -> tuple[tuple[str, int], ...]:
+    """The files of a version directory with their sizes: what changes while a copy is in progress."""
+    files = []
+    for directory, _, names in tf.io.gfile.walk(path):
+        for name in names:
+            full = os.path.join(directory, name)
+            try:
+                size = tf.io.gfile.stat(full).length
+            except tf.errors.OpError:  # removed while listing
+                size = -1
+            files.append((os.path.relpath(full, path), size))
+    return tuple(sorted(files))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failure:
+    """A version that failed to load: how often, when it may be tried again, and its files at the time."""
+
+    attempts: int
+    retry_at: float
+    fingerprint: tuple[tuple[str, int], ...]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Loaded:
     """A serving version and the requests using it."""
@@ -132,13 +189,18 @@ class _Loaded:
 class ModelManager:
     """Loads, serves and unloads the versions of one model, polling its base path in a background thread."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, max_num_load_retries: int = 5, load_retry_interval_s: float = 1.0):
         """Creates a manager that serves nothing until its first :meth:`poll`.
 
         Args:
             config: the model's name, base path, version policy and labels.
+            max_num_load_retries: how many times a failed version is tried again (unless its files change).
+            load_retry_interval_s: seconds before the first retry; each further one waits twice as long.
         """
         self.config = config
+        self._max_retries = max_num_load_retries
+        self._retry_interval_s = load_retry_interval_s
+        self._failures: dict[int, _Failure] = {}
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._loaded: dict[int, _Loaded] = {}
@@ -189,6 +251,7 @@ class ModelManager:
                 return
             empty = f"no version under base path {self.config.base_path}"
             self._report_scan_problem("" if on_disk else empty)
+            self._review_failures(on_disk)
             while not self._stop.is_set():
                 with self._lock:
                     missing = sorted(self._target_versions(on_disk) - self._loaded.keys())
@@ -251,25 +314,54 @@ class ModelManager:
         return max(self._loaded)
 
     def _target_versions(self, on_disk: dict[int, str]) -> frozenset[int]:
-        failed = {v for v, s in self._statuses.items() if s.failed}
-        return self.config.version_policy.select(on_disk.keys() - failed)
+        """The policy's choice among the versions on disk that are not waiting for a retry."""
+        now = time.monotonic()
+        waiting = {
+            v for v, f in self._failures.items() if f.attempts > self._max_retries or now < f.retry_at
+        }
+        return self.config.version_policy.select(on_disk.keys() - waiting)
+
+    def _review_failures(self, on_disk: dict[int, str]) -> None:
+        """Forgets failed versions that are gone; makes those whose files changed eligible at once."""
+        for version, failure in list(self._failures.items()):
+            if version not in on_disk:
+                with self._lock:
+                    del self._failures[version]
+                    if version not in self._loaded:
+                        self._statuses.pop(version, None)
+                _LOG.info("model %r version %d: removed from disk, forgotten", self.name, version)
+            elif version_fingerprint(on_disk[version]) != failure.fingerprint:
+                with self._lock:
+                    self._failures[version] = _Failure(0, 0.0, failure.fingerprint)
+                _LOG.info("model %r version %d: files changed since its failed load, trying again", self.name, version)
 
     def _load(self, version: int, path: str) -> None:
         start = time.monotonic()
+        fingerprint = version_fingerprint(path)
         try:
             servable = Servable.load(self.name, version, path)
             warmups = replay_warmup_requests(servable)
         except Exception as e:  # a broken version must never stop the model or the poller
-            code = e.error_code if isinstance(e, tf.errors.OpError) else _UNKNOWN
-            message = f"{type(e).__name__}: {e.message if isinstance(e, tf.errors.OpError) else e}"
+            code = load_error_code(e)
+            detail = e.message if isinstance(e, (tf.errors.OpError, StatusError)) else str(e)
+            message = f"{type(e).__name__}: {detail}"[:2048]
+            attempts = self._failures[version].attempts + 1 if version in self._failures else 0
+            interval = min(_MAX_RETRY_INTERVAL_S, self._retry_interval_s * 2**attempts)
             with self._lock:
                 self._statuses[version] = VersionStatus(version, VersionState.END, code, message)
+                self._failures[version] = _Failure(attempts + 1, time.monotonic() + interval, fingerprint)
+            retry = (
+                f"retry {attempts + 1} of {self._max_retries} in {interval:.1f} s"
+                if attempts < self._max_retries
+                else "no retries left (until its files change)"
+            )
             _LOG.error(
-                "model %r version %d failed to load from %s after %.0f ms: %s",
-                self.name, version, path, _elapsed_ms(start), message,
+                "model %r version %d failed to load from %s after %.0f ms (%s): %s",
+                self.name, version, path, _elapsed_ms(start), retry, message,
             )
             return
         with self._lock:
+            self._failures.pop(version, None)
             if self._stop.is_set():  # stopped while loading: drop the version instead of serving it
                 self._statuses[version] = VersionStatus(version, VersionState.END)
                 return
@@ -312,13 +404,16 @@ class ModelManager:
 class ModelRegistry:
     """The served models by name: starts, replaces and stops their managers as the configuration changes."""
 
-    def __init__(self, poll_interval_s: float):
+    def __init__(self, poll_interval_s: float, max_num_load_retries: int = 5, load_retry_interval_s: float = 1.0):
         """Creates an empty registry.
 
         Args:
             poll_interval_s: seconds between polls of each base path; 0 polls once, when a model is added.
+            max_num_load_retries: retries of a version that failed to load (see :class:`ModelManager`).
+            load_retry_interval_s: seconds before the first retry.
         """
         self._poll_interval_s = poll_interval_s
+        self._retries = (max_num_load_retries, load_retry_interval_s)
         self._managers: dict[str, ModelManager] = {}
         self._lock = threading.Lock()
         self._apply_lock = threading.Lock()
@@ -340,7 +435,7 @@ class ModelRegistry:
             for name, config in wanted.items():
                 if name in current and current[name].config == config:
                     continue
-                manager = ModelManager(config)
+                manager = ModelManager(config, *self._retries)
                 manager.poll()
                 manager.start_polling(self._poll_interval_s)
                 fresh[name] = manager

@@ -76,7 +76,7 @@ def test_broken_version_is_reported_and_previous_keeps_serving(tmp_path, pristin
     manager.poll()
     write_broken_version(str(tmp_path), 2)
     manager.poll()
-    manager.poll()  # a failed version is not retried
+    manager.poll()  # not retried before its retry interval has passed
     assert _served_version(manager) == 1
     broken, good = manager.statuses()
     assert (broken.version, broken.state, good.state) == (2, VersionState.END, VersionState.AVAILABLE)

@@ -8,8 +8,18 @@ the same messages and status codes, so any TF Serving client works against eithe
 - ``Classify``, ``Regress`` and ``MultiInference`` answer ``UNIMPLEMENTED``.
 
 Models and versions are managed by :mod:`serving.model_manager`; requests are validated by
-:mod:`serving.signature`. A bad request gets ``INVALID_ARGUMENT`` (or ``NOT_FOUND`` for an unknown model
-or version) with a message naming the problem; anything unexpected is logged and answered ``INTERNAL``.
+:mod:`serving.signature` against the server's :class:`~serving.config.RequestLimits`. Every status a
+client can get says what went wrong in at most :data:`MAX_MESSAGE_CHARS` characters:
+
+- ``INVALID_ARGUMENT``: a malformed or oversized request, including bytes that do not decode as the
+  method's request message (gRPC would otherwise answer those ``INTERNAL``);
+- ``NOT_FOUND``: an unknown model, version or label;
+- ``RESOURCE_EXHAUSTED``: the process ran out of memory (``MemoryError``, TensorFlow's
+  ``ResourceExhaustedError``), or the response would exceed the message limit;
+- ``INTERNAL``: a bug or a broken model, never a request's own fault.
+
+Failures are logged at most once per :data:`LOG_INTERVAL_S` per kind (with the count of those not
+logged), so hostile traffic cannot flood the log.
 """
 
 from __future__ import annotations
@@ -19,12 +29,13 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 import tensorflow as tf
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -36,8 +47,14 @@ from tensorflow_serving.apis import (
 )
 
 from serving.batching import BatchingRunner
-from serving.config import ModelConfig, ServerOptions, model_configs_from_proto
-from serving.errors import StatusError, invalid_argument, not_found
+from serving.config import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ModelConfig,
+    RequestLimits,
+    ServerOptions,
+    model_configs_from_proto,
+)
+from serving.errors import StatusError, invalid_argument, not_found, resource_exhausted
 from serving.model_manager import ModelRegistry
 from serving.servable import Servable, register_custom_ops
 from serving.signature import graph_error_message
@@ -46,6 +63,38 @@ _LOG = logging.getLogger(__name__)
 
 _SIGNATURE_DEF_FIELD = "signature_def"
 _Handler = Callable[[Any, Message, grpc.ServicerContext], Message]
+MAX_MESSAGE_CHARS = 512
+"""The longest status message sent to a client (longer ones are cut, so errors never outgrow metadata)."""
+LOG_INTERVAL_S = 10.0
+"""At most one log line per kind of failure in this many seconds."""
+
+
+class _RateLimitedLog:
+    """Logs one line per kind of event and interval; counts the lines it held back."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S):
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, kind: str, level: int, message: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(kind, -self._interval_s) < self._interval_s:
+                self._held[kind] = self._held.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            held = self._held.pop(kind, 0)
+        suffix = f" ({held} more since the last such line)" if held else ""
+        _LOG.log(level, message + suffix, *args, exc_info=exc_info)
+
+
+_log_limited = _RateLimitedLog()
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 3] + "..."
 
 
 def _rpc(method: _Handler) -> _Handler:
@@ -56,14 +105,94 @@ def _rpc(method: _Handler) -> _Handler:
         try:
             return method(self, request, context)
         except StatusError as e:
-            context.abort(e.code, e.message)
+            context.abort(e.code, _bounded(e.message))
         except tf.errors.InvalidArgumentError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, graph_error_message(e))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, _bounded(graph_error_message(e)))
+        except (MemoryError, tf.errors.ResourceExhaustedError) as e:
+            _log_limited("memory", logging.ERROR, "%s ran out of memory: %s", method.__name__, type(e).__name__)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server ran out of memory answering this request ({type(e).__name__}); send fewer rows",
+            )
         except Exception as e:  # a bug or a broken model: report it, keep serving
-            _LOG.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+            _log_limited(f"internal:{method.__name__}", logging.ERROR, "%s failed", method.__name__, exc_info=True)
+            context.abort(grpc.StatusCode.INTERNAL, _bounded(f"{type(e).__name__}: {e}"))
 
     return handler
+
+
+class _Undecodable:
+    """What the request deserializer returns for bytes that are not the method's request message."""
+
+    def __init__(self, error: Exception, size: int):
+        self.error = error
+        self.size = size
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Message]) -> Callable[[bytes], Any]:
+    def safe(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except (DecodeError, ValueError, TypeError) as e:
+            return _Undecodable(e, len(data))
+
+    return safe
+
+
+def _refuse_undecodable(behavior: Callable[[Any, grpc.ServicerContext], Message], method: str) -> Callable:
+    def checked(request: Any, context: grpc.ServicerContext) -> Message:
+        if isinstance(request, _Undecodable):
+            _log_limited(
+                "undecodable", logging.WARNING, "%s: refused %d bytes that do not decode (%s)",
+                method, request.size, type(request.error).__name__,
+            )
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the {request.size}-byte request does not decode as the request message of {method}",
+            )
+        return behavior(request, context)
+
+    return checked
+
+
+class _DecodeCheckingHandler(grpc.GenericRpcHandler):
+    """A generated service handler whose methods answer undecodable requests ``INVALID_ARGUMENT``.
+
+    gRPC's own deserialization failure is an ``INTERNAL`` status and a logged traceback per request.
+    """
+
+    def __init__(self, inner: grpc.GenericRpcHandler):
+        self._inner = inner
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        return handler._replace(
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            unary_unary=_refuse_undecodable(handler.unary_unary, handler_call_details.method),
+        )
+
+
+class _HandlerCollector:
+    """Stands in for a ``grpc.Server`` to receive the handlers a generated ``add_*_to_server`` registers."""
+
+    def __init__(self) -> None:
+        self.handlers: list[grpc.GenericRpcHandler] = []
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.handlers.extend(handlers)
+
+
+def _response_bytes(outputs: dict[str, Any]) -> int:
+    """A lower bound on the serialized size of a response's tensors (their payload bytes)."""
+    total = 0
+    for array in outputs.values():
+        if array.dtype == object:
+            total += sum(len(value) + 2 for value in array.ravel())
+        else:
+            total += array.nbytes
+    return total
 
 
 def _fill_model_spec(spec: model_pb2.ModelSpec, servable: Servable, signature_name: str = "") -> None:
@@ -76,15 +205,25 @@ def _fill_model_spec(spec: model_pb2.ModelSpec, servable: Servable, signature_na
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``tensorflow.serving.PredictionService``: Predict and GetModelMetadata."""
 
-    def __init__(self, registry: ModelRegistry, batcher: BatchingRunner | None):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        batcher: BatchingRunner | None,
+        limits: RequestLimits = RequestLimits(),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ):
         """Creates the servicer.
 
         Args:
             registry: the served models.
             batcher: merges concurrent requests, or None to run each request on its own.
+            limits: the largest request accepted.
+            max_message_bytes: the largest response that can be sent.
         """
         self._registry = registry
         self._batcher = batcher
+        self._limits = limits
+        self._max_message_bytes = max_message_bytes
 
     @_rpc
     def Predict(
@@ -94,8 +233,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         with self._registry.acquire(request.model_spec) as servable:
             signature = servable.signature(request.model_spec.signature_name)
             wanted = signature.select_outputs(request.output_filter)
-            inputs = signature.prepare(request.inputs)
+            inputs = signature.prepare(request.inputs, self._limits)
             outputs = self._batcher.run(signature, inputs) if self._batcher else signature(inputs)
+            size = _response_bytes({alias: outputs[alias] for alias in wanted})
+            if size > self._max_message_bytes:
+                raise resource_exhausted(
+                    f"the response would hold {size} bytes, over the {self._max_message_bytes}-byte message "
+                    "limit (--grpc_max_message_bytes); ask for fewer rows or shorter lists"
+                )
             response = predict_pb2.PredictResponse()
             _fill_model_spec(response.model_spec, servable, signature.name)
             for alias in wanted:
@@ -178,7 +323,9 @@ class ModelServer:
             options: models, address, thread pool, message size, polling and batching settings.
         """
         self.options = options
-        self._registry = ModelRegistry(options.file_system_poll_wait_seconds)
+        self._registry = ModelRegistry(
+            options.file_system_poll_wait_seconds, options.max_num_load_retries, options.load_retry_interval_s
+        )
         self._server: grpc.Server | None = None
         self._port = 0
 
@@ -249,10 +396,12 @@ class ModelServer:
             ],
         )
         batcher = BatchingRunner(self.options.batching) if self.options.batching else None
+        collector = _HandlerCollector()
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self._registry, batcher), server
+            PredictionServicer(self._registry, batcher, self.options.limits, limit), collector
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self._registry), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self._registry), collector)
+        server.add_generic_rpc_handlers([_DecodeCheckingHandler(h) for h in collector.handlers])
         return server
 
     def _bind(self, server: grpc.Server) -> int:

@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import config
+from serving import config, fuzzing
 from serving.config import BatchingOptions, ModelConfig, ServerOptions
 from serving.server import ModelServer
 from serving.testing import ReferenceModel, predict_request, write_broken_version
@@ -200,6 +200,19 @@ def _malformed_history() -> tensor_pb2.TensorProto:
     return tensor
 
 
+def _claimed(dims: list[int], *values: bytes) -> tensor_pb2.TensorProto:
+    return fuzzing.claimed_tensor(tf.string.as_datatype_enum, dims, string_val=values)
+
+
+def _with_int64(tensor: tensor_pb2.TensorProto) -> tensor_pb2.TensorProto:
+    tensor.int64_val.append(7)
+    return tensor
+
+
+def _content(dtype: tf.DType, content: bytes) -> tensor_pb2.TensorProto:
+    return tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum, tensor_content=content)
+
+
 BAD_REQUESTS = [
     pytest.param(lambda: _request(history=_history([[1, 2]], tf.int32)), _INVALID,
                  "must be DT_STRING, got DT_INT32", id="history-dtype"),
@@ -220,8 +233,28 @@ BAD_REQUESTS = [
                  "top_n must be at most the number of items (50)", id="top_n-too-large"),
     pytest.param(lambda: _with_output_filter(_request(history=_history()), "nope"), _INVALID,
                  "unknown output(s) 'nope'", id="unknown-output"),
-    pytest.param(lambda: _request(history=_malformed_history()), _INVALID, "malformed TensorProto",
-                 id="malformed-tensor"),
+    pytest.param(lambda: _request(history=_malformed_history()), _INVALID,
+                 "shape [1,2] has 2 elements but string_val holds 3 values", id="malformed-tensor"),
+    pytest.param(lambda: _request(history=_claimed([2147483648, -1])), _INVALID,
+                 "shape [2147483648,-1] has a negative dimension (-1)", id="negative-dimension"),
+    pytest.param(lambda: _request(history=_claimed([100000, 0])), _INVALID,
+                 "'history' has 100000 rows; this server accepts at most 1024", id="rows-without-values"),
+    pytest.param(lambda: _request(history=_claimed([300, 1000], b"i1")), _INVALID,
+                 "the request's inputs have 300000 elements; this server accepts at most 262144",
+                 id="one-value-broadcast-too-far"),
+    pytest.param(lambda: _request(history=_claimed([2, 5000], b"i1")), _INVALID,
+                 "has 5000 elements per row; this server accepts at most 4096", id="history-too-long"),
+    pytest.param(lambda: _request(history=_claimed([2, 3])), _INVALID,
+                 "shape [2,3] has 6 elements but string_val holds 0 values", id="values-missing"),
+    pytest.param(lambda: _request(history=_history(), top_n=_with_int64(_top_n(5))), _INVALID,
+                 "DT_INT32 tensor carries its values in int_val or tensor_content only, but int64_val is set",
+                 id="contradictory-fields"),
+    pytest.param(lambda: _request(history=_history(), top_n=_content(tf.int32, b"\x05\x00\x00")), _INVALID,
+                 "needs 4 bytes of tensor_content, got 3", id="short-tensor-content"),
+    pytest.param(lambda: _request(history=_history(), user=_history(), **{f"x{i}": _history() for i in range(9)}),
+                 _INVALID, "'user', 'x0', 'x1' and 7 more", id="many-extra-inputs"),
+    pytest.param(lambda: _request(history=_history([["x" * 5000]]), top_n=_top_n(0)), _INVALID,
+                 "top_n must be at least 1", id="long-id-not-echoed"),
     pytest.param(lambda: _with_spec(_request(history=_history()), name="nope"), _NOT_FOUND,
                  "no model named 'nope'", id="unknown-model"),
     pytest.param(lambda: _with_spec(_request(history=_history()), version=7), _NOT_FOUND,
@@ -239,6 +272,7 @@ def test_bad_request_gets_a_clear_status_and_the_server_keeps_answering(
         served.predict(make_request())
     assert error.value.code() == code
     assert message in error.value.details()
+    assert len(error.value.details()) <= 512
     assert_same_top(top_items(served.predict(predict_request(HISTORIES, top_n=2))), model.top_n(HISTORIES, 2))
 
 

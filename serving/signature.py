@@ -2,20 +2,28 @@
 
 Validation follows the SignatureDef, as TF Serving does: every input alias must be declared, a missing
 input is filled from ``SignatureDef.defaults`` or rejected, dtypes must match exactly and shapes must agree
-with the declared ``TensorShapeProto`` (unknown rank or ``-1`` dimensions accept anything). Every rejection
-is a :class:`~serving.errors.StatusError` with ``INVALID_ARGUMENT`` and a message naming the input.
+with the declared ``TensorShapeProto`` (unknown rank or ``-1`` dimensions accept anything). Before any
+input is decoded, the shapes it claims are held to the server's :class:`~serving.config.RequestLimits`
+(rows, elements per row, elements per request) and to one batch size across the batch inputs; decoding
+then checks the payload against the claim (:mod:`serving.tensor_proto`). Every rejection is a
+:class:`~serving.errors.StatusError` with ``INVALID_ARGUMENT`` and a short message naming the input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import math
+
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from serving import tensor_proto
+from serving.config import RequestLimits
 from serving.errors import invalid_argument
+from serving.tensor_proto import dtype_name, quote, shape_text
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -66,25 +74,32 @@ class Signature:
         outputs = self.signature_def.outputs.values()
         return bool(self.batch_input_names) and all(_has_batch_dimension(info) for info in outputs)
 
-    def prepare(self, tensors: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
+    def prepare(
+        self, tensors: Mapping[str, tensor_pb2.TensorProto], limits: RequestLimits = RequestLimits()
+    ) -> dict[str, np.ndarray]:
         """Validates a request's inputs and completes them with the SignatureDef's defaults.
 
         Args:
             tensors: the request's ``inputs`` map (alias to TensorProto).
+            limits: the largest request the server accepts; checked on the claimed shapes, before decoding.
 
         Returns:
             One numpy array per input alias of the signature.
 
         Raises:
             StatusError: ``INVALID_ARGUMENT`` for an unexpected or missing input, a wrong dtype or shape, or
-                a malformed TensorProto.
+                a malformed TensorProto, a request over ``limits``.
         """
         unexpected = sorted(set(tensors) - set(self.signature_def.inputs))
         if unexpected:
+            shown = ", ".join(quote(name) for name in unexpected[:3])
+            more = f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""
             raise invalid_argument(
-                f"signature {self.name!r} has no input(s) {', '.join(map(repr, unexpected))} "
-                f"(inputs: {', '.join(self.input_names)})"
+                f"signature {self.name!r} has no input(s) {shown}{more} (inputs: {', '.join(self.input_names)})"
             )
+        for alias, proto in tensors.items():
+            self._check_claim(alias, proto)
+        self._check_limits(tensors, limits)
         arrays = {}
         for alias in self.input_names:
             if alias in tensors:
@@ -135,22 +150,53 @@ class Signature:
         }
         return {alias: tensor.numpy() for alias, tensor in self._function(**tensors).items()}
 
-    def _to_array(self, alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+    def _check_claim(self, alias: str, proto: tensor_pb2.TensorProto) -> None:
+        """The dtype and the claimed shape against the SignatureDef (nothing decoded yet)."""
         info = self.signature_def.inputs[alias]
         if proto.dtype != info.dtype:
             raise invalid_argument(
-                f"input {alias!r} of signature {self.name!r} must be {_dtype_name(info.dtype)}, "
-                f"got {_dtype_name(proto.dtype)}"
+                f"input {alias!r} of signature {self.name!r} must be {dtype_name(info.dtype)}, "
+                f"got {dtype_name(proto.dtype)}"
             )
+        tensor_proto.claimed_elements(alias, proto)
         if not _shape_compatible(info.tensor_shape, proto.tensor_shape):
             raise invalid_argument(
                 f"input {alias!r} of signature {self.name!r} must have shape "
-                f"{_shape_text(info.tensor_shape)}, got {_shape_text(proto.tensor_shape)}"
+                f"{shape_text(info.tensor_shape, declared=True)}, got {shape_text(proto.tensor_shape)}"
             )
-        try:
-            return tf.make_ndarray(proto)
-        except (ValueError, TypeError) as e:
-            raise invalid_argument(f"input {alias!r}: malformed TensorProto: {e}") from e
+
+    def _check_limits(self, tensors: Mapping[str, tensor_pb2.TensorProto], limits: RequestLimits) -> None:
+        """Rows, elements per row and per request of the claimed shapes; one batch size for all inputs."""
+        total = 0
+        rows_by_input = {}
+        for alias, proto in tensors.items():
+            elements = tensor_proto.claimed_elements(alias, proto)
+            total += elements
+            if alias in self.batch_input_names:
+                dims = [d.size for d in proto.tensor_shape.dim]
+                rows_by_input[alias] = dims[0]
+                if dims[0] > limits.max_batch_rows:
+                    raise invalid_argument(
+                        f"input {alias!r} has {dims[0]} rows; this server accepts at most "
+                        f"{limits.max_batch_rows} per request (--max_batch_rows)"
+                    )
+                per_row = math.prod(dims[1:])
+                if per_row > limits.max_row_elements:
+                    raise invalid_argument(
+                        f"input {alias!r} has {per_row} elements per row; this server accepts at most "
+                        f"{limits.max_row_elements} (--max_row_elements)"
+                    )
+        if total > limits.max_request_elements:
+            raise invalid_argument(
+                f"the request's inputs have {total} elements; this server accepts at most "
+                f"{limits.max_request_elements} (--max_request_elements)"
+            )
+        if len(set(rows_by_input.values())) > 1:
+            sizes = ", ".join(f"{alias!r}: {rows}" for alias, rows in sorted(rows_by_input.items()))
+            raise invalid_argument(f"the batch inputs disagree on the batch size ({sizes})")
+
+    def _to_array(self, alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+        return tensor_proto.decode(alias, proto)
 
 
 def graph_error_message(error: tf.errors.OpError) -> str:
@@ -174,16 +220,3 @@ def _shape_compatible(
     if got.unknown_rank or len(got.dim) != len(expected.dim):
         return False
     return all(e.size in (-1, g.size) for e, g in zip(expected.dim, got.dim))
-
-
-def _shape_text(shape: tensor_shape_pb2.TensorShapeProto) -> str:
-    if shape.unknown_rank:
-        return "<unknown rank>"
-    return "[" + ",".join("?" if d.size == -1 else str(d.size) for d in shape.dim) + "]"
-
-
-def _dtype_name(dtype: int) -> str:
-    try:
-        return types_pb2.DataType.Name(dtype)
-    except ValueError:
-        return f"dtype {dtype}"
