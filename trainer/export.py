@@ -43,6 +43,7 @@ EXACT = "dmi_exact"
 SCANN = "dmi"
 SERVABLES = (SCANN, EXACT)
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def scann_parameters(
@@ -92,8 +93,14 @@ class RetrievalServable(tf.Module):
         has over a thousand small ops at batch 1, so per-op overhead dominates its latency and XLA's
         fusion cuts it by more than half on CPU (bench/serving_latency.py). The SavedModel then marks those
         functions ``_XlaMustCompile``: the loading TensorFlow (or TF Serving) build must include XLA's
-        CPU JIT, as the official builds do; export with False for one that does not. XLA compiles once
-        per batch size (the warm-up requests cover batch 1).
+        CPU JIT, as the official builds do; export with False for one that does not.
+      batch_sizes: the only batch sizes the numeric part runs at, ascending (TF Serving's
+        ``allowed_batch_sizes``). XLA compiles one executable per input shape (2-4 s each for Beauty's
+        model on these machines, and memory kept for good), so a request's rows are padded with empty
+        histories up to the next allowed size, and requests of more rows than the largest run in chunks of
+        the largest; the padding rows are dropped from the outputs. The warm-up requests cover every size,
+        so no request after loading pays a compilation, whatever its batch size. Powers of two bound the
+        padding at twice the work.
     """
 
     def __init__(
@@ -106,8 +113,11 @@ class RetrievalServable(tf.Module):
         scann_leaves: int | None = None,
         scann_leaves_to_search: int | None = None,
         xla: bool = True,
+        batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     ):
         super().__init__()
+        if not batch_sizes or list(batch_sizes) != sorted(set(batch_sizes)) or batch_sizes[0] < 1:
+            raise ValueError(f"batch_sizes must be distinct positive sizes, ascending; got {list(batch_sizes)}")
         if len(vocabulary) != model.num_items:
             raise ValueError(f"the vocabulary has {len(vocabulary)} items but the model {model.num_items}")
         if not 1 <= default_top_n <= max_top_n <= model.num_items:
@@ -118,10 +128,20 @@ class RetrievalServable(tf.Module):
         self.max_length = model.config.max_length
         self.default_top_n = default_top_n
         self.max_top_n = max_top_n
+        self.batch_sizes = tuple(int(size) for size in batch_sizes)
+        indices_spec = tf.TensorSpec([None, self.max_length], tf.int32)
+        interests_spec = tf.TensorSpec([None, model.config.num_interests, model.config.embedding_dim], tf.float32)
+        self._interests_row = tf.TensorSpec(interests_spec.shape[1:], tf.float32)
+        # One input signature each, so that every call (padded batch or chunk) shares one compiled function.
         self._user_interests = tf.function(
-            lambda indices: model.user_interests(indices), jit_compile=xla, autograph=False
+            lambda indices: model.user_interests(indices),
+            input_signature=[indices_spec],
+            jit_compile=xla,
+            autograph=False,
         )
-        self._exact_candidates = tf.function(self._score_and_rank, jit_compile=xla, autograph=False)
+        self._exact_candidates = tf.function(
+            self._score_and_rank, input_signature=[interests_spec, indices_spec], jit_compile=xla, autograph=False
+        )
         self.lookup = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(vocabulary.item_ids),
@@ -155,7 +175,42 @@ class RetrievalServable(tf.Module):
         return last.to_tensor(default_value=0, shape=[None, self.max_length])
 
     def interests(self, history: tf.Tensor) -> tf.Tensor:
-        return self._user_interests(self.encode(history))
+        return self._in_batches(self._user_interests, self._interests_row, self.encode(history))
+
+    def _in_batches(self, fn, row_spec, *tensors: tf.Tensor):
+        """``fn(*tensors)`` computed at the allowed batch sizes only (see ``batch_sizes``).
+
+        Args:
+          fn: a function of tensors with a leading batch dimension, returning a tensor or tuple of them.
+          row_spec: ``tf.TensorSpec`` (or tuple of them) of one row of each output, without the batch dim.
+          *tensors: its inputs, all with the same number of rows (zeros pad them).
+
+        Returns:
+          ``fn``'s outputs for the real rows only.
+        """
+        rows = tf.shape(tensors[0])[0]
+        sizes = tf.constant(self.batch_sizes, tf.int32)
+        largest = self.batch_sizes[-1]
+
+        def padded(tensor: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+            return tf.pad(tensor, [[0, size - rows]] + [[0, 0]] * (tensor.shape.rank - 1))
+
+        def one_batch():
+            size = tf.gather(sizes, tf.searchsorted(sizes, tf.reshape(rows, [1]), side="left")[0])
+            return fn(*(padded(tensor, size) for tensor in tensors))
+
+        def chunks():
+            count = (rows + largest - 1) // largest
+            stacked = tuple(
+                tf.reshape(padded(tensor, count * largest), [count, largest, *tensor.shape[1:]])
+                for tensor in tensors
+            )
+            spec = tf.nest.map_structure(lambda t: tf.TensorSpec([largest, *t.shape], t.dtype), row_spec)
+            out = tf.map_fn(lambda chunk: fn(*chunk), stacked, fn_output_signature=spec, parallel_iterations=1)
+            return tf.nest.map_structure(lambda t: tf.reshape(t, [count * largest, *t.shape[2:]]), out)
+
+        out = tf.cond(rows <= largest, one_batch, chunks)
+        return tf.nest.map_structure(lambda t: t[:rows], out)
 
     def retrieve(
         self, history: tf.Tensor, top_n: tf.Tensor, exclude_history: tf.Tensor
@@ -171,11 +226,17 @@ class RetrievalServable(tf.Module):
         ):
             top_n = tf.identity(top_n)
         encoded = self.encode(history)
-        interests = self._user_interests(encoded)
         excluded = tf.where(tf.convert_to_tensor(exclude_history), encoded, tf.zeros_like(encoded))
         if self.scann is None:
-            scores, indices = self._exact_top(interests, excluded, top_n)
+            scores, indices = self._in_batches(
+                lambda e, x: tuple(self._exact_candidates(self._user_interests(e), x)),
+                (tf.TensorSpec([self.max_top_n], tf.float32), tf.TensorSpec([self.max_top_n], tf.int32)),
+                encoded,
+                excluded,
+            )
+            scores, indices = scores[:, :top_n], indices[:, :top_n]
         else:
+            interests = self._in_batches(self._user_interests, self._interests_row, encoded)
             scores, indices = self._scann_top(interests, excluded, top_n)
         # Users without a known item: the most popular items (indices 1.. are sorted by frequency).
         empty = tf.reduce_all(tf.equal(encoded, 0), axis=1, keepdims=True)
@@ -183,12 +244,6 @@ class RetrievalServable(tf.Module):
         indices = tf.where(empty, popular, indices)
         scores = tf.where(empty, tf.zeros_like(scores), scores)
         return {"item_ids": tf.gather(self.item_ids, indices), "scores": scores}
-
-    def _exact_top(
-        self, interests: tf.Tensor, excluded: tf.Tensor, top_n: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        values, indices = self._exact_candidates(interests, excluded)
-        return values[:, :top_n], indices[:, :top_n]
 
     def _score_and_rank(self, interests: tf.Tensor, excluded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The ``max_top_n`` best items by Eq. 20 with excluded items and the padding index scored -inf.
@@ -277,21 +332,30 @@ def _signatures(servable: RetrievalServable) -> dict[str, tf.types.experimental.
     return {"serving_default": serve, "user_interests": user_interests}
 
 
-def _write_warmup_requests(export_dir: str, name: str, histories: Sequence[Sequence[str]]) -> None:
-    """TF Serving replays these PredictRequests after loading, before the version serves traffic."""
+def _write_warmup_requests(
+    export_dir: str, name: str, histories: Sequence[Sequence[str]], batch_sizes: Sequence[int]
+) -> None:
+    """TF Serving replays these PredictRequests after loading, before the version serves traffic.
+
+    One request per signature and allowed batch size (the sample histories repeated to fill it), so that
+    every executable a request can use is compiled before the version serves.
+    """
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     width = max(1, max(len(h) for h in histories))
-    padded = np.array([list(h) + [""] * (width - len(h)) for h in histories], dtype=object)
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = "serving_default"
-    request.inputs["history"].CopyFrom(tf.make_tensor_proto(padded, dtype=tf.string))
+    padded = [list(h) + [""] * (width - len(h)) for h in histories]
     path = os.path.join(export_dir, WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
-        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-        writer.write(log.SerializeToString())
+        for signature in ("serving_default", "user_interests"):
+            for size in batch_sizes:
+                rows = np.array([padded[i % len(padded)] for i in range(size)], dtype=object)
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = name
+                request.model_spec.signature_name = signature
+                request.inputs["history"].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.string))
+                log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
 
 
 def export_servables(
@@ -305,6 +369,7 @@ def export_servables(
     scann_leaves: int | None = None,
     scann_leaves_to_search: int | None = None,
     xla: bool = True,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
 ) -> dict[str, str]:
     """Writes the ``dmi`` (ScaNN) and ``dmi_exact`` SavedModels under ``export_dir``.
 
@@ -318,6 +383,7 @@ def export_servables(
       scann_leaves: ScaNN partitions (default ~sqrt(items)).
       scann_leaves_to_search: partitions searched per query (default: see :class:`RetrievalServable`).
       xla: compile the user tower (and exact scoring) with XLA (see :class:`RetrievalServable`).
+      batch_sizes: the batch sizes the numeric part is compiled for (see :class:`RetrievalServable`).
 
     Returns:
       Servable name -> SavedModel directory.
@@ -336,12 +402,13 @@ def export_servables(
             scann_leaves,
             scann_leaves_to_search,
             xla,
+            batch_sizes,
         )
         path = os.path.join(export_dir, name)
         with _replacing_directory(path) as tmp:
             options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"] if name == SCANN else None)
             tf.saved_model.save(servable, tmp, signatures=_signatures(servable), options=options)
-            _write_warmup_requests(tmp, name, warmup)
+            _write_warmup_requests(tmp, name, warmup, servable.batch_sizes)
         written[name] = path
     return written
 

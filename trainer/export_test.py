@@ -70,6 +70,38 @@ def test_exact_servable_equals_numpy_brute_force(exported):
     np.testing.assert_array_equal(out["item_ids"].numpy().astype(str), _ids(data, expected_ids))
 
 
+def test_every_batch_size_runs_at_an_allowed_size_with_the_same_results(exported, tmp_path):
+    """Rows padded to 1, 2 or 4, chunks of 4 beyond: every row count gives each row's own answer."""
+    model, data, _, _ = exported
+    path = export.export_servables(
+        model, data.vocabulary, str(tmp_path), top_n=10, max_top_n=60, scann=False, batch_sizes=(1, 2, 4)
+    )[export.EXACT]
+    serve = tf.saved_model.load(path)
+    histories = evaluation_set(data.test, model.config.max_length).histories[:9]
+    expected_ids, expected_scores = _brute_force(model, histories, 10)
+    for rows in range(10):
+        batch = _ids(data, histories[:rows]).reshape(rows, model.config.max_length)
+        out = _serve(serve, batch)
+        assert out["item_ids"].shape == (rows, 10)
+        np.testing.assert_allclose(out["scores"].numpy(), expected_scores[:rows], rtol=1e-4, atol=1e-5)
+        expected = _ids(data, expected_ids[:rows]).reshape(rows, 10)
+        np.testing.assert_array_equal(out["item_ids"].numpy().astype(str), expected)
+        interests = serve.signatures["user_interests"](history=tf.constant(batch))
+        np.testing.assert_allclose(
+            interests["interests"], model.user_interests(tf.constant(histories[:rows])), atol=1e-5
+        )
+    # The warm-up file covers each signature at each allowed size.
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    warmed = []
+    for record in tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_FILE)):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        warmed.append((request.model_spec.signature_name, request.inputs["history"].tensor_shape.dim[0].size))
+    assert warmed == [(s, n) for s in ("serving_default", "user_interests") for n in (1, 2, 4)]
+    with pytest.raises(ValueError, match="ascending"):
+        export.RetrievalServable(model, data.vocabulary, 10, 60, False, batch_sizes=(4, 2))
+
+
 def test_raw_unknown_long_and_empty_histories(exported):
     model, data, _, loaded = exported
     serve = loaded[export.EXACT]
