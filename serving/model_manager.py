@@ -171,7 +171,7 @@ def version_fingerprint(path: str) -> tuple[tuple[str, int], ...]:
 
 @dataclasses.dataclass(frozen=True)
 class _Failure:
-    """A version that failed to load: how often, when it may be tried again, and its files at the time."""
+    """A version that failed to load: its failed tries, when it may be tried again, its files at the time."""
 
     attempts: int
     retry_at: float
@@ -337,6 +337,7 @@ class ModelManager:
 
     def _load(self, version: int, path: str) -> None:
         start = time.monotonic()
+        _LOG.info("model %r version %d: loading from %s", self.name, version, path)
         fingerprint = version_fingerprint(path)
         try:
             servable = Servable.load(self.name, version, path)
@@ -345,15 +346,15 @@ class ModelManager:
             code = load_error_code(e)
             detail = e.message if isinstance(e, (tf.errors.OpError, StatusError)) else str(e)
             message = f"{type(e).__name__}: {detail}"[:2048]
-            attempts = self._failures[version].attempts + 1 if version in self._failures else 0
-            interval = min(_MAX_RETRY_INTERVAL_S, self._retry_interval_s * 2**attempts)
+            retries = self._failures[version].attempts if version in self._failures else 0  # done so far
+            interval = min(_MAX_RETRY_INTERVAL_S, self._retry_interval_s * 2**retries)
             with self._lock:
                 self._statuses[version] = VersionStatus(version, VersionState.END, code, message)
-                self._failures[version] = _Failure(attempts + 1, time.monotonic() + interval, fingerprint)
+                self._failures[version] = _Failure(retries + 1, time.monotonic() + interval, fingerprint)
             retry = (
-                f"retry {attempts + 1} of {self._max_retries} in {interval:.1f} s"
-                if attempts < self._max_retries
-                else "no retries left (until its files change)"
+                f"retry {retries + 1} of {self._max_retries} in {interval:.1f} s"
+                if retries < self._max_retries
+                else "no retries left until its files change"
             )
             _LOG.error(
                 "model %r version %d failed to load from %s after %.0f ms (%s): %s",

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 
+import grpc
 import pytest
+import tensorflow as tf
 from tensorflow_serving.apis import model_pb2
 
 from serving.config import ModelConfig, VersionPolicy
 from serving.errors import StatusError
-from serving.model_manager import ModelManager, ModelRegistry, VersionState, scan_versions
+from serving.model_manager import ModelManager, ModelRegistry, VersionState, load_error_code, scan_versions
 from serving.testing import ReferenceModel, write_broken_version
 
 
@@ -167,3 +170,53 @@ def test_registry_adds_replaces_and_removes_models(tmp_path, pristine):
     assert _states(first) == {1: VersionState.END}
     assert [m.name for m in registry.managers()] == ["b"]
     registry.stop()
+
+
+def test_a_version_copied_non_atomically_is_loaded_once_complete(tmp_path, pristine):
+    """``saved_model.pb`` first, ``variables/`` later (as a plain recursive copy may write them)."""
+    _copy_version(pristine, str(tmp_path), 1)
+    manager = ModelManager(ModelConfig("dmi", str(tmp_path)), load_retry_interval_s=3600)
+    manager.poll()
+    source, target = os.path.join(pristine, "2"), tmp_path / "2"
+    os.makedirs(target)
+    shutil.copy(os.path.join(source, "saved_model.pb"), target)
+    manager.poll()
+    assert _served_version(manager) == 1 and manager.statuses()[0].failed
+    for name in sorted(os.listdir(source)):
+        path = os.path.join(source, name)
+        if name != "saved_model.pb":
+            (shutil.copytree if os.path.isdir(path) else shutil.copy)(path, target / name)
+    manager.poll()  # the files changed: tried again at once, well before the retry interval
+    assert _served_version(manager) == 2
+    assert not manager.statuses()[0].failed
+    manager.stop()
+
+
+def test_a_failed_load_is_retried_with_back_off_then_given_up(tmp_path, pristine, caplog):
+    _copy_version(pristine, str(tmp_path), 1)
+    write_broken_version(str(tmp_path), 2)
+    manager = ModelManager(ModelConfig("dmi", str(tmp_path)), max_num_load_retries=2, load_retry_interval_s=0.05)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        manager.poll()
+        time.sleep(0.02)
+    assert caplog.text.count("version 2 failed to load") == 3  # the first try and 2 retries
+    assert "retry 1 of 2 in 0.1 s" in caplog.text and "retry 2 of 2 in 0.1 s" in caplog.text
+    assert "no retries left" in caplog.text
+    assert _served_version(manager) == 1
+    status = manager.statuses()[0]
+    assert status.error_code == tf.errors.DATA_LOSS and "cannot parse" in status.error_message
+    shutil.rmtree(tmp_path / "2")
+    manager.poll()  # a failed version that is removed is forgotten
+    assert [s.version for s in manager.statuses()] == [1]
+    manager.stop()
+
+
+def test_load_error_codes():
+    assert load_error_code(FileNotFoundError("gone")) == tf.errors.NOT_FOUND
+    assert load_error_code(ValueError("cannot parse")) == tf.errors.DATA_LOSS
+    assert load_error_code(MemoryError()) == tf.errors.RESOURCE_EXHAUSTED
+    assert load_error_code(PermissionError("no")) == tf.errors.UNAVAILABLE
+    assert load_error_code(tf.errors.FailedPreconditionError(None, None, "x")) == tf.errors.FAILED_PRECONDITION
+    assert load_error_code(StatusError(grpc.StatusCode.INVALID_ARGUMENT, "bad warm-up")) == tf.errors.INVALID_ARGUMENT
+    assert load_error_code(RuntimeError("bug")) == tf.errors.INTERNAL

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -33,7 +33,15 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import config, fuzzing
 from serving.config import BatchingOptions, ModelConfig, ServerOptions
 from serving.server import ModelServer
-from serving.testing import ReferenceModel, predict_request, write_broken_version
+from serving.testing import (
+    ReferenceModel,
+    TopN,
+    assert_same_top,
+    predict_request,
+    top_items,
+    wait_for,
+    write_broken_version,
+)
 
 _TIMEOUT_S = 10.0
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -41,9 +49,6 @@ _NOT_FOUND = grpc.StatusCode.NOT_FOUND
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 _END = get_model_status_pb2.ModelVersionStatus.END
 HISTORIES = [["i1", "i2", "i3"], ["i10"], ["i4", "i4", "i7", "i9", "i30"], ["i49", "i0"]]
-
-TopN = list[list[tuple[str, float]]]
-
 
 @dataclasses.dataclass
 class Served:
@@ -86,29 +91,6 @@ def served(tmp_path_factory, model) -> Iterator[Served]:
     model.save(base, 1)
     with serve(ModelConfig("dmi", base)) as running:
         yield running
-
-
-def top_items(response: predict_pb2.PredictResponse) -> TopN:
-    item_ids = tf.make_ndarray(response.outputs["item_ids"])
-    scores = tf.make_ndarray(response.outputs["scores"])
-    return [
-        [(item.decode(), float(score)) for item, score in zip(row_ids, row_scores)]
-        for row_ids, row_scores in zip(item_ids, scores)
-    ]
-
-
-def assert_same_top(actual: TopN, expected: TopN) -> None:
-    assert [[item for item, _ in row] for row in actual] == [[item for item, _ in row] for row in expected]
-    actual_scores = [[score for _, score in row] for row in actual]
-    expected_scores = [[score for _, score in row] for row in expected]
-    np.testing.assert_allclose(actual_scores, expected_scores, rtol=1e-5, atol=1e-6)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_status_reports_the_loaded_version(served):

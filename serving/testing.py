@@ -18,7 +18,8 @@ import dataclasses
 import os
 import shutil
 import socket
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -183,6 +184,54 @@ def predict_request(
     if top_n is not None:
         request.inputs["top_n"].CopyFrom(tf.make_tensor_proto(top_n, dtype=tf.int32))
     return request
+
+
+TopN = list[list[tuple[str, float]]]
+"""Per history, the ``(item_id, score)`` pairs of a response, best first."""
+
+
+def top_items(response: predict_pb2.PredictResponse) -> TopN:
+    """The ``item_ids`` and ``scores`` outputs of a ``serving_default`` response, as pairs per row."""
+    item_ids = tf.make_ndarray(response.outputs["item_ids"])
+    scores = tf.make_ndarray(response.outputs["scores"])
+    return [
+        [(item.decode(), float(score)) for item, score in zip(row_ids, row_scores)]
+        for row_ids, row_scores in zip(item_ids, scores)
+    ]
+
+
+def assert_same_top(actual: TopN, expected: TopN) -> None:
+    """Same items in the same order, scores equal to float32 precision."""
+    assert [[item for item, _ in row] for row in actual] == [[item for item, _ in row] for row in expected]
+    actual_scores = [[score for _, score in row] for row in actual]
+    expected_scores = [[score for _, score in row] for row in expected]
+    np.testing.assert_allclose(actual_scores, expected_scores, rtol=1e-5, atol=1e-6)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Polls ``condition`` every 50 ms; fails the test after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def resident_memory_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process in MB (``VmRSS`` of ``/proc/<pid>/status``; Linux only)."""
+    return _proc_status_kb(pid, "VmRSS") / 1024.0
+
+
+def peak_memory_mb(pid: int | str = "self") -> float:
+    """Peak resident memory of a process in MB (``VmHWM``)."""
+    return _proc_status_kb(pid, "VmHWM") / 1024.0
+
+
+def _proc_status_kb(pid: int | str, field: str) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    raise OSError(f"/proc/{pid}/status has no {field}")
 
 
 def unused_port() -> int:
