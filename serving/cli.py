@@ -71,6 +71,21 @@ def _configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
         logging.getLogger(__name__).warning("TensorFlow thread pools already set, keeping them: %s", e)
 
 
+def _show_server_log() -> None:
+    """Sends the server's own INFO lines (loads, swaps, refusals) to stderr.
+
+    The root logger is not used: TensorFlow and the cloud SDKs may have configured it (absl installs a
+    handler), which would drop or reformat these lines.
+    """
+    logger = logging.getLogger("serving")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Handler of ``dmirec serve``: serves in the foreground until SIGINT or SIGTERM.
 
@@ -86,8 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
     """
     options = config.server_options_from_flags(args)
     _configure_tensorflow_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    _show_server_log()
     server = ModelServer(options)
     try:
         server.start()

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -178,10 +179,17 @@ class _ValidationAndCheckpoint(keras.callbacks.Callback):
         if self.state["wait"] >= self.config.patience:
             self.model.stop_training = True
         if self.manager is not None:
+            # Crash-safe order: this step's files first, then the state that points at them, then the
+            # files the state no longer needs. A run killed anywhere resumes from a consistent state.
             if improved:
-                self.model.save_weights(os.path.join(self.manager.directory, "best", "weights"))
+                best = f"best-{step}"
+                self.model.save_weights(os.path.join(self.manager.directory, best, "weights"))
+                self.state["best_weights"] = best
             self.manager.save(checkpoint_number=step)
             _write_json(os.path.join(self.manager.directory, "state.json"), self.state)
+            for name in os.listdir(self.manager.directory):
+                if name.startswith("best-") and name != self.state.get("best_weights"):
+                    shutil.rmtree(os.path.join(self.manager.directory, name), ignore_errors=True)
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -304,20 +312,19 @@ def train(
         optimizer=keras.optimizers.legacy.Adam(config.learning_rate),
         steps_per_execution=config.steps_per_call,
     )
-    manager = None
+    manager = resumed = None
     if out_dir is not None:
         checkpoint = tf.train.Checkpoint(
             model=model,
             optimizer=model.optimizer,
             **({"backbone_optimizer": model.backbone_optimizer} if model.backbone_optimizer else {}),
         )
-        manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=1)
+        # Two kept: a run killed after writing a checkpoint but before its state resumes from the one before.
+        manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
         if manager.latest_checkpoint and state["epoch"]:
-            checkpoint.restore(manager.latest_checkpoint)
-            print(
-                f"resuming from step {state['epoch'] * config.eval_every} ({manager.latest_checkpoint})",
-                file=sys.stderr,
-            )
+            resumed = os.path.join(manager.directory, f"ckpt-{state['epoch'] * config.eval_every}")
+            checkpoint.restore(resumed)
+            print(f"resuming from step {state['epoch'] * config.eval_every} ({resumed})", file=sys.stderr)
     evaluator = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)
     coarse_evaluator = None
     if config.diffusion:
@@ -326,9 +333,11 @@ def train(
         )
     validation = _ValidationAndCheckpoint(evaluator, config, manager, state, coarse_evaluator)
     if manager is not None and state["best_step"]:
-        model.load_weights(os.path.join(manager.directory, "best", "weights")).expect_partial()
+        best = state.get("best_weights", "best")
+        model.load_weights(os.path.join(manager.directory, best, "weights")).expect_partial()
         validation.best_weights = model.get_weights()
-        checkpoint.restore(manager.latest_checkpoint)
+        if resumed is not None:
+            checkpoint.restore(resumed)
     callbacks: list[keras.callbacks.Callback] = [validation]
     if out_dir is not None:
         callbacks.append(
