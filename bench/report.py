@@ -27,6 +27,7 @@ SECTIONS = (
     ("ddim_steps", "DDIM sampling steps (Figure 4) and number of interests K (Table 5)"),
     ("train_speed", "Training throughput"),
     ("serving_latency", "Serving latency through gRPC"),
+    ("reliability", "Server reliability: hostile input, load, hot swaps, faults"),
 )
 QUICK_WARNING = (
     "**Quick run** (`--quick`): a short schedule that proves the script works end to end. The models are "
@@ -320,6 +321,63 @@ def section_serving(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def section_reliability(result: Mapping[str, Any]) -> list[str]:
+    phases = result["phases"]
+    fuzzed, sizes, load, swap, faults = (
+        phases["fuzz"], phases["batch_sizes"], phases["load"], phases["hot_swap"], phases["faults"]
+    )
+    codes = sorted({code for counter in fuzzed["codes_per_category"].values() for code in counter})
+    rows = [
+        [category, sum(counter.values()), *(counter.get(code, 0) for code in codes)]
+        for category, counter in fuzzed["codes_per_category"].items()
+    ]
+    memory = fuzzed["server_memory"]
+    size_memory = sizes["server_memory"]
+    lines = [
+        f"Model: {result['model']['source']}, served as `dmi_exact` by {result['server']}.",
+        "",
+        f"**Fuzz** ({fuzzed['requests']} seeded requests of `serving/fuzzing.py`, {fuzzed['seconds']} s): "
+        f"{fuzzed['internal_or_unknown']} INTERNAL/UNKNOWN; {fuzzed['correctness_checks']} correctness "
+        f"checks (a good request after every 100), {fuzzed['failed_correctness_checks']} failed; server "
+        f"memory {memory['start_mb']} -> {memory['end_mb']} MB (peak {memory['peak_mb']} MB).",
+        "",
+        common.markdown_table(["category", "requests", *codes], rows),
+        "",
+        f"**Batch sizes** {sizes['sizes']}, each once in a shuffled order then again: first call p50 "
+        f"{sizes['first_call']['p50_ms']} ms / max {sizes['first_call']['max_ms']} ms, repeat p50 "
+        f"{sizes['repeat_call']['p50_ms']} ms / max {sizes['repeat_call']['max_ms']} ms; the worst first "
+        f"call is x{sizes['max_first_over_repeat']} its repeat (a compilation costs seconds); server memory "
+        f"{size_memory['start_mb']} -> {size_memory['end_mb']} MB.",
+        "",
+        f"**Load**: {load['clients']} concurrent clients at batch 1 for {load['seconds']} s: "
+        f"{load['requests']} requests ({load['requests_per_s']}/s), {load['failed']} failed, p50 "
+        f"{load['latency'].get('p50_ms')} ms, p99 {load['latency'].get('p99_ms')} ms.",
+        "",
+        f"**Hot swap under load**: version {swap['version_pushed']} pushed while {swap['clients']} clients "
+        f"sent {swap['requests']} requests over {swap['seconds']} s: {swap['failed']} failed; answered by "
+        f"version {swap['answered_by_version']}; max latency {swap['latency'].get('max_ms')} ms.",
+        "",
+        "**Faults**:",
+        "",
+        f"- copied non-atomically (`saved_model.pb` 3 s before the rest): served once complete: "
+        f"{faults['non_atomic_copy']['served_once_complete']};",
+        f"- corrupt version: reported with code {faults['corrupt_version']['reported_with_code']}, previous "
+        f"kept serving: {faults['corrupt_version']['previous_kept_serving']}, forgotten once removed: "
+        f"{faults['corrupt_version']['forgotten_once_removed']};",
+        f"- pusher killed with `kill -9` {faults['killed_pushes']['kills']} times: "
+        f"{faults['killed_pushes']['versions_on_disk']} versions on disk, failing to load: "
+        f"{faults['killed_pushes']['versions_that_fail_to_load'] or 'none'}; newest served: "
+        f"{faults['killed_pushes']['newest_served']};",
+        f"- server killed with `kill -9` during a load: newest version served after the restart: "
+        f"{faults['killed_server']['newest_served_after_restart']} "
+        f"({faults['killed_server']['restart_to_serving_s']} s from restart to serving).",
+        "",
+        f"Summary: `{result['summary']}`.",
+        "",
+    ]
+    return lines
+
+
 def targets_section(results: Mapping[str, tuple[dict[str, Any] | None, str | None]]) -> list[str]:
     """Which targets were reached, from the measurements present."""
     lines = ["## Targets", ""]
@@ -483,10 +541,10 @@ def render(results_dir: str = common.RESULTS_DIR, docs_path: str = DOCS_PATH) ->
         "commit and machine load of its numbers. Quick runs (`--quick`) only prove that a script works; "
         "they are labelled as such and are not results to compare with the paper.",
         "",
-        "How to run: `dmirec bench [--quick] [--only tune,reproduce,synthetic,ablation,ddim,speed,serving]` (or "
+        "How to run: `dmirec bench [--quick] [--only tune,reproduce,synthetic,ablation,ddim,speed,serving,reliability]` (or "
         "`make bench BENCH_ARGS=--quick`) runs the scripts one after the other and rewrites this file; each "
         "script also runs alone, `python -m bench.<script> --help` (`reproduce`, `ablation`, `ddim_steps`, "
-        "`train_speed`, `serving_latency`); `python -m bench.report` only rewrites this file. Large "
+        "`train_speed`, `serving_latency`, `reliability`); `python -m bench.report` only rewrites this file. Large "
         "artifacts (models, exports, server logs) go to `bench/work/` (git-ignored).",
         "",
         "| benchmark | file | mode | command |",
@@ -509,6 +567,7 @@ def render(results_dir: str = common.RESULTS_DIR, docs_path: str = DOCS_PATH) ->
         "ddim_steps": section_ddim,
         "train_speed": section_speed,
         "serving_latency": section_serving,
+        "reliability": section_reliability,
     }
     for number, (stem, title) in enumerate(SECTIONS, start=1):
         result, name = results[stem]
@@ -536,6 +595,7 @@ def _module(stem: str) -> str:
         "ddim_steps": "bench.ddim_steps",
         "train_speed": "bench.train_speed",
         "serving_latency": "bench.serving_latency",
+        "reliability": "bench.reliability",
     }[stem]
 
 

@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ddim": ("bench.ddim_steps", ()),
     "speed": ("bench.train_speed", ()),
     "serving": ("bench.serving_latency", ()),
+    "reliability": ("bench.reliability", ()),
 }
 
 

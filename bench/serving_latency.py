@@ -279,8 +279,10 @@ class ServerProcess:
         log_path: str,
         threads: tuple[int, int] = (0, 0),
         startup_timeout_s: float = 900.0,
+        poll_s: float = 0.0,
     ):
         self.layout = dict(layout)
+        self.poll_s = poll_s
         self.threads = threads
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
@@ -304,7 +306,7 @@ class ServerProcess:
         self._log = open(self.log_path, "w", encoding="utf-8")
         command = [
             sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--model_config_file", config_path, "--file_system_poll_wait_seconds", "0",
+            "--model_config_file", config_path, "--file_system_poll_wait_seconds", str(self.poll_s),
             "--tensorflow_intra_op_parallelism", str(self.threads[0]),
             "--tensorflow_inter_op_parallelism", str(self.threads[1]),
         ]  # fmt: skip
@@ -332,6 +334,19 @@ class ServerProcess:
                 time.sleep(1.0)
         self.startup_seconds = time.perf_counter() - started
         return self
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        if self._process is None:
+            raise RuntimeError("the server is not started")
+        return self._process.pid
+
+    def kill(self) -> None:
+        """``kill -9``: no chance to clean up, as a crash or an OOM kill."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
     def __exit__(self, *exc_info: object) -> None:
         if self._process is not None and self._process.poll() is None:
