@@ -57,6 +57,7 @@ class Served:
     server: ModelServer
     predictions: prediction_service_pb2_grpc.PredictionServiceStub
     models: model_service_pb2_grpc.ModelServiceStub
+    channel: grpc.Channel
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         return self.predictions.Predict(request, timeout=_TIMEOUT_S)
@@ -68,15 +69,18 @@ class Served:
 
 @contextlib.contextmanager
 def serve(
-    *models: ModelConfig, poll_s: float = 0.0, batching: BatchingOptions | None = None
+    *models: ModelConfig, poll_s: float = 0.0, batching: BatchingOptions | None = None, **options: object
 ) -> Iterator[Served]:
-    """Starts a server on a free loopback port and stops it on exit."""
-    options = ServerOptions(models=models, port=0, file_system_poll_wait_seconds=poll_s, batching=batching)
+    """Starts a server on a free loopback port and stops it on exit (``options``: more ServerOptions)."""
+    options = ServerOptions(
+        models=models, port=0, file_system_poll_wait_seconds=poll_s, batching=batching, **options
+    )
     with ModelServer(options) as server, grpc.insecure_channel(server.address) as channel:
         yield Served(
             server,
             prediction_service_pb2_grpc.PredictionServiceStub(channel),
             model_service_pb2_grpc.ModelServiceStub(channel),
+            channel,
         )
 
 
@@ -438,3 +442,52 @@ def test_batching_gives_the_same_results_as_unbatched(tmp_path, model, served):
 def test_a_port_in_use_is_an_error(served):
     with pytest.raises(OSError, match="cannot bind"):
         ModelServer(dataclasses.replace(served.server.options, port=served.server.port)).start()
+
+
+def test_undecodable_bytes_are_invalid_argument_with_one_log_line(served, model, caplog, monkeypatch):
+    from serving import server as server_module
+
+    monkeypatch.setattr(server_module, "_log_limited", server_module._RateLimitedLog())  # a fresh interval
+    for method in (fuzzing.PREDICT, fuzzing.METADATA, fuzzing.STATUS):
+        for _ in range(5):
+            assert fuzzing.send(served.channel, method, b"\xff\xff\xff\x0f", 10) == _INVALID
+    assert caplog.text.count("do not decode") == 1  # rate-limited: one line per 10 s
+    assert_same_top(top_items(served.predict(predict_request(HISTORIES, top_n=2))), model.top_n(HISTORIES, 2))
+
+
+def test_request_limits_are_configurable(tmp_path, model):
+    model.save(str(tmp_path), 1)
+    limits = config.RequestLimits(max_batch_rows=2, max_row_elements=3, max_request_elements=5)
+    with serve(ModelConfig("dmi", str(tmp_path)), limits=limits) as running:
+        running.predict(predict_request([["i1", "i2", "i3"]], top_n=2))
+        for histories, message in (
+            ([["i1"]] * 3, "has 3 rows; this server accepts at most 2 per request (--max_batch_rows)"),
+            ([["i1"] * 4], "has 4 elements per row; this server accepts at most 3 (--max_row_elements)"),
+            ([["i1"] * 3] * 2, "have 7 elements; this server accepts at most 5 (--max_request_elements)"),
+        ):
+            with pytest.raises(grpc.RpcError) as error:
+                running.predict(predict_request(histories, top_n=2))
+            assert error.value.code() == _INVALID and message in error.value.details()
+
+
+def test_a_response_over_the_message_limit_is_resource_exhausted(tmp_path, model):
+    model.save(str(tmp_path), 1)
+    with serve(ModelConfig("dmi", str(tmp_path)), grpc_max_message_bytes=4096) as running:
+        running.predict(predict_request([["i1"]], top_n=2))
+        with pytest.raises(grpc.RpcError) as error:
+            running.predict(predict_request([["i1"]] * 40, top_n=50))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "over the 4096-byte message limit" in error.value.details()
+
+
+def test_running_out_of_memory_is_resource_exhausted(served, monkeypatch):
+    from serving.signature import Signature
+
+    def exhausted(self, inputs):
+        raise MemoryError()
+
+    monkeypatch.setattr(Signature, "__call__", exhausted)
+    with pytest.raises(grpc.RpcError) as error:
+        served.predict(predict_request(HISTORIES, top_n=2))
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "ran out of memory" in error.value.details()
