@@ -103,7 +103,7 @@ class Signature:
         arrays = {}
         for alias in self.input_names:
             if alias in tensors:
-                arrays[alias] = self._to_array(alias, tensors[alias])
+                arrays[alias] = tensor_proto.decode(alias, tensors[alias])
             elif alias in self._defaults:
                 arrays[alias] = self._defaults[alias]
             else:
@@ -194,9 +194,6 @@ class Signature:
         if len(set(rows_by_input.values())) > 1:
             sizes = ", ".join(f"{alias!r}: {rows}" for alias, rows in sorted(rows_by_input.items()))
             raise invalid_argument(f"the batch inputs disagree on the batch size ({sizes})")
-
-    def _to_array(self, alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
-        return tensor_proto.decode(alias, proto)
 
 
 def graph_error_message(error: tf.errors.OpError) -> str:
