@@ -20,8 +20,8 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from pipeline import cli
-from serving.model_manager import ModelManager, scan_versions
 from serving.config import ModelConfig
+from serving.model_manager import ModelManager, scan_versions
 from serving.servable import Servable
 from serving.testing import ReferenceModel, predict_request, top_items, unused_port, wait_for
 
