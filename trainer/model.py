@@ -213,7 +213,7 @@ class DMIModel(tfrs.Model):
 
         Args:
           inputs: a batch from :class:`trainer.batches.BatchSampler`: ``history`` (B, L), ``target`` (B,)
-            and ``seed`` (2,) for the diffusion step and noise.
+            and ``seed`` (2,) for the diffusion step and noise and the sampled negatives.
           training: whether the denoiser's dropout (``denoiser_dropout``) is active.
 
         Returns:
@@ -221,6 +221,10 @@ class DMIModel(tfrs.Model):
           sampled softmax of the unrefined interest, weighted by ``coarse_loss_weight``; 0 when unused).
         """
         history, target = inputs[batches.HISTORY], inputs[batches.TARGET]
+        # Negatives drawn as a pure function of the step's seed (a resumed run draws the same ones).
+        softmax_seed, coarse_seed = (
+            tf.random.experimental.stateless_fold_in(inputs[batches.STEP_SEED], salt) for salt in (1, 2)
+        )
         interests, attention, embeddings, mask = self.extract(history)
         user_vector, selected_attention = select_interest(interests, attention, self.item_embeddings(target))
         terms = {
@@ -230,7 +234,7 @@ class DMIModel(tfrs.Model):
         }
         if self.refiner is not None and self.config.coarse_loss_weight > 0:
             terms["coarse_softmax"] = tf.reduce_mean(
-                self.sampled_softmax(user_vector, target, self.item_table)
+                self.sampled_softmax(user_vector, target, self.item_table, seed=coarse_seed)
             )
         if self.refiner is not None:
             step_seed, noise_seed = tf.unstack(
@@ -246,7 +250,9 @@ class DMIModel(tfrs.Model):
             )
         if self.config.routing_weight > 0 and attention is not None:
             terms["routing"] = routing_regularization(attention, self.config.embedding_dim)
-        terms["softmax"] = tf.reduce_mean(self.sampled_softmax(user_vector, target, self.item_table))
+        terms["softmax"] = tf.reduce_mean(
+            self.sampled_softmax(user_vector, target, self.item_table, seed=softmax_seed)
+        )
         terms["loss"] = (
             terms["softmax"]
             + self.config.diffusion_weight * terms["diffusion"]

@@ -19,12 +19,102 @@ items more often. TensorFlow's samplers draw classes ``0..range_max-1``, so they
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from trainer.choices import SAMPLERS
+
+
+def _probabilities(classes: tf.Tensor, range_max: int, sampler: str) -> tf.Tensor:
+    """P(class) of one draw, for classes ``0..range_max-1`` (TensorFlow's samplers' distributions)."""
+    classes = tf.cast(classes, tf.float64)
+    if sampler == "uniform":
+        return tf.fill(tf.shape(classes), tf.constant(1.0 / range_max, tf.float64))
+    return tf.math.log((classes + 2.0) / (classes + 1.0)) / np.log(range_max + 1.0)
+
+
+def _draws(seed: tf.Tensor, count: int, range_max: int, sampler: str) -> tf.Tensor:
+    """``count`` independent draws (with replacement) of classes ``0..range_max-1``, by inverse CDF."""
+    unit = tf.random.stateless_uniform([count], seed, dtype=tf.float64)
+    if sampler == "uniform":
+        classes = tf.floor(unit * range_max)
+    else:  # log-uniform: P(x) = log((x + 2) / (x + 1)) / log(range_max + 1), CDF(x) = log(x + 2) / log(R + 1)
+        classes = tf.floor(tf.exp(unit * np.log(range_max + 1.0))) - 1.0
+    return tf.clip_by_value(tf.cast(classes, tf.int64), 0, range_max - 1)
+
+
+def stateless_candidates(
+    seed: tf.Tensor, num_sampled: int, range_max: int, sampler: str, unique: bool
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """TensorFlow's candidate samplers, as a pure function of a seed.
+
+    ``tf.random.*_candidate_sampler`` keep a hidden per-op state, so a run restarted from a checkpoint
+    draws other negatives than an uninterrupted one. This draws from the same distributions with the same
+    procedure: with ``unique``, draws with replacement until ``num_sampled`` distinct classes are found
+    (in order of first appearance; ``num_tries`` counts the draws), as TensorFlow's ``RangeSampler`` does,
+    so the expected counts are the same formula (:func:`expected_count`).
+
+    Args:
+      seed: ``(2,)`` integer stateless seed.
+      num_sampled: S, the classes to return.
+      range_max: classes are ``0..range_max-1``.
+      sampler: ``"log_uniform"`` or ``"uniform"``.
+      unique: sample without replacement.
+
+    Returns:
+      ``(sampled, num_tries)``: ``(S,)`` int64 classes and the scalar int64 number of draws.
+    """
+    seed = tf.cast(seed, tf.int64)
+    if not unique:
+        return _draws(seed, num_sampled, range_max, sampler), tf.constant(num_sampled, tf.int64)
+    chunk = max(64, 2 * num_sampled)
+
+    def body(i, seen, taken, count, tries):
+        draws = _draws(tf.random.experimental.stateless_fold_in(seed, i), chunk, range_max, sampler)
+        distinct, where = tf.unique(draws)  # in order of first appearance
+        first = tf.math.unsorted_segment_min(tf.range(chunk, dtype=tf.int64), where, tf.size(distinct))
+        new = tf.logical_not(tf.gather(seen, distinct))
+        values, positions = tf.boolean_mask(distinct, new), tf.boolean_mask(first, new)
+        needed = num_sampled - count
+        k = tf.minimum(needed, tf.size(values, out_type=tf.int64))
+        values, positions = values[:k], positions[:k]
+        taken = tf.tensor_scatter_nd_update(taken, (count + tf.range(k, dtype=tf.int64))[:, None], values)
+        seen = tf.tensor_scatter_nd_update(seen, values[:, None], tf.ones([k], tf.bool))
+        used = tf.cond(
+            tf.logical_and(k == needed, k > 0), lambda: positions[k - 1] + 1, lambda: tf.constant(chunk, tf.int64)
+        )
+        return i + 1, seen, taken, count + k, tries + used
+
+    _, _, taken, _, tries = tf.while_loop(
+        lambda i, seen, taken, count, tries: count < num_sampled,
+        body,
+        (
+            tf.constant(0, tf.int64),
+            tf.zeros([range_max], tf.bool),
+            tf.zeros([num_sampled], tf.int64),
+            tf.constant(0, tf.int64),
+            tf.constant(0, tf.int64),
+        ),
+    )
+    return taken, tries
+
+
+def expected_count(
+    classes: tf.Tensor, num_tries: tf.Tensor, num_sampled: int, range_max: int, sampler: str
+) -> tf.Tensor:
+    """Expected count of each class among the draws, as TensorFlow's samplers report it.
+
+    ``num_tries == num_sampled`` (with replacement): ``S * p``; otherwise (unique sampling, ``n`` draws):
+    ``1 - (1 - p) ** n``, the probability of appearing at least once.
+    """
+    p = _probabilities(classes, range_max, sampler)
+    tries = tf.cast(num_tries, tf.float64)
+    counts = tf.where(
+        tf.equal(num_tries, num_sampled), p * num_sampled, -tf.math.expm1(tries * tf.math.log1p(-p))
+    )
+    return tf.cast(counts, tf.float32)
 
 
 class CandidateSample(NamedTuple):
@@ -170,12 +260,14 @@ class SampledSoftmax:
         self.unique = unique
         self.subtract_log_q = subtract_log_q
 
-    def sample(self, target_ids: tf.Tensor, seed: Optional[int] = None) -> CandidateSample:
+    def sample(self, target_ids: tf.Tensor, seed: tf.Tensor | int | None = None) -> CandidateSample:
         """Draws the batch's shared negatives.
 
         Args:
           target_ids: ``(B,)`` integer target ids in ``1..num_items`` (checked at run time).
-          seed: Op-level seed of the sampler, or None.
+          seed: a ``(2,)`` integer tensor: a stateless draw (:func:`stateless_candidates`), a pure
+            function of the seed, so that a training run resumed from a checkpoint draws what an
+            uninterrupted run draws; or an int op-level seed / None: TensorFlow's stateful sampler.
 
         Returns:
           A ``CandidateSample`` with ``sampled_ids`` in ``1..num_items`` (never the padding id 0).
@@ -196,6 +288,17 @@ class SampledSoftmax:
         tf.debugging.assert_less_equal(
             target_ids, tf.constant(self.num_items, tf.int64), message="target id > num_items."
         )
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            sampled, tries = stateless_candidates(
+                seed, self.num_sampled, self.num_items, self.sampler, self.unique
+            )
+            true_expected = expected_count(target_ids - 1, tries, self.num_sampled, self.num_items, self.sampler)
+            sampled_expected = expected_count(sampled, tries, self.num_sampled, self.num_items, self.sampler)
+            return CandidateSample(
+                sampled_ids=tf.stop_gradient(sampled + 1),
+                true_expected_count=tf.stop_gradient(true_expected[:, None]),
+                sampled_expected_count=tf.stop_gradient(sampled_expected),
+            )
         sampler_fn = (
             tf.random.log_uniform_candidate_sampler
             if self.sampler == "log_uniform"
@@ -220,7 +323,7 @@ class SampledSoftmax:
         user_vectors: tf.Tensor,
         target_ids: tf.Tensor,
         item_embeddings: tf.Tensor,
-        seed: Optional[int] = None,
+        seed: tf.Tensor | int | None = None,
     ) -> tf.Tensor:
         """Samples negatives and returns the per-example loss.
 
@@ -228,7 +331,7 @@ class SampledSoftmax:
           user_vectors: ``(B, d)`` float tensor.
           target_ids: ``(B,)`` integer target ids in ``1..num_items``.
           item_embeddings: ``(num_items + 1, d)`` table, row 0 = padding.
-          seed: Op-level seed of the sampler, or None.
+          seed: the sampler's seed (see :meth:`sample`).
 
         Returns:
           ``(B,)`` float tensor of losses.
