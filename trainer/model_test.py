@@ -244,3 +244,14 @@ def test_two_stage_trains_the_refiner_on_a_frozen_remi(tmp_path):
         assert any(not np.allclose(a, b) for a, b in pairs)
     resumed = train.train(slow, data, str(tmp_path / "slow"), verbose=0, backbone_dir=backbone_dir)
     assert resumed.best_step == tuned.best_step
+
+
+def test_loaded_pop_ranks_by_training_counts_only(tmp_path):
+    data = _grouped_log(users=80)
+    out = str(tmp_path / "pop")
+    result = train.train(config.variant_config("pop", {}), data, out, verbose=0)
+    _, vocabulary, model = train.load_model(out)
+    train_counts = np.bincount(data.train.items, minlength=data.num_items + 1)[1:]
+    assert not np.array_equal(train_counts, vocabulary.counts)  # eval / test users' items count there
+    np.testing.assert_array_equal(model.scores[1:], train_counts)
+    np.testing.assert_array_equal(model.ranking, result.model.ranking)

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 VALIDATION_METRIC = "recall@50"
 CONFIG_FILE = "config.json"
 VOCABULARY_FILE = "vocabulary.tsv"
+TRAIN_COUNTS_FILE = "train_item_counts.json"  # pop's scores: counts over training users only
 METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
@@ -285,6 +286,7 @@ def train(
         with open(os.path.join(out_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
             f.write(config.to_json())
         data.vocabulary.save(os.path.join(out_dir, VOCABULARY_FILE))
+        _write_json(os.path.join(out_dir, TRAIN_COUNTS_FILE), _item_counts(data).tolist())
 
     backbone = None
     if config.diffusion and config.refiner_schedule == "two_stage":
@@ -395,13 +397,23 @@ def _save(result: TrainingResult, vocabulary: Vocabulary, out_dir: str | None) -
 def load_model(out_dir: str) -> tuple[ModelConfig, Vocabulary, DMIModel | PopularityModel]:
     """Rebuilds a model written by :func:`train` from its directory.
 
+    ``pop`` ranks by the training users' item counts, as in training (the vocabulary's counts include the
+    evaluation and test users: ranking by them would leak).
+
     Returns:
       ``(config, vocabulary, model)`` with the best weights loaded.
     """
     with open(os.path.join(out_dir, CONFIG_FILE), encoding="utf-8") as f:
         config = ModelConfig.from_json(f.read())
     vocabulary = Vocabulary.load(os.path.join(out_dir, VOCABULARY_FILE))
-    model = build_model(config, vocabulary)
+    counts = None
+    counts_path = os.path.join(out_dir, TRAIN_COUNTS_FILE)
+    if os.path.exists(counts_path):  # runs written before it existed rank pop by the vocabulary's counts
+        with open(counts_path, encoding="utf-8") as f:
+            counts = np.asarray(json.load(f), dtype=np.int64)
+        if len(counts) != len(vocabulary):
+            raise ValueError(f"{counts_path} has {len(counts)} counts for {len(vocabulary)} items")
+    model = build_model(config, vocabulary, counts)
     if isinstance(model, DMIModel):
         model.load_weights(os.path.join(out_dir, MODEL_DIR, "weights")).expect_partial()
     return config, vocabulary, model
