@@ -385,15 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    from trainer import sequences
-
     path = common.result_path(args.out, "reliability", args.quick)
-    dataset = None if args.model_dir else common.load_dataset(args.data, args.beauty_path, args.split_seed)
-    config, vocabulary, model, model_info = serving_latency.trained_model(args, dataset)
-    if dataset is None:
-        dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
-    test_set = sequences.evaluation_set(dataset.data.test, config.max_length)
-    histories = [h for h in serving_latency.raw_histories(test_set.histories, vocabulary) if h][:2000]
+    dataset, _, vocabulary, model, model_info, histories = serving_latency.model_and_test_histories(args)
+    histories = histories[:2000]
     work = os.path.join(args.work_dir, "reliability")
     shutil.rmtree(work, ignore_errors=True)
     layout, export_info = serving_latency.export_layout(model, vocabulary, work, args.max_top_n, None, None)

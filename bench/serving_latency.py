@@ -94,6 +94,20 @@ def trained_model(args: Any, dataset: Any | None) -> tuple[Any, Any, Any, dict[s
     return result.config, dataset.data.vocabulary, result.model, info
 
 
+def model_and_test_histories(args: Any) -> tuple[Any, Any, Any, Any, dict[str, Any], list[list[str]]]:
+    """``(dataset, config, vocabulary, model, info, histories)``: :func:`trained_model` and the raw ids of
+    the test users' non-empty histories (the requests of a serving benchmark)."""
+    from trainer import sequences
+
+    dataset = None if args.model_dir else common.load_dataset(args.data, args.beauty_path, args.split_seed)
+    config, vocabulary, model, model_info = trained_model(args, dataset)
+    if dataset is None:
+        dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
+    test_set = sequences.evaluation_set(dataset.data.test, config.max_length)
+    histories = [h for h in raw_histories(test_set.histories, vocabulary) if h]
+    return dataset, config, vocabulary, model, model_info, histories
+
+
 def grown_catalogue(model: Any, vocabulary: Any, num_items: int, seed: int) -> tuple[Any, Any]:
     """The trained model with an item table of ``num_items`` rows (see the module docstring)."""
     from trainer.sequences import Vocabulary
@@ -902,15 +916,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = common.configure_threads(args)
     import scann  # noqa: F401  (before any SavedModel with a ScaNN index is loaded)
 
-    from trainer import sequences
-
     path = common.result_path(args.out, "serving_latency", args.quick)
-    dataset = None if args.model_dir else common.load_dataset(args.data, args.beauty_path, args.split_seed)
-    config, vocabulary, model, model_info = trained_model(args, dataset)
-    if dataset is None:
-        dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
-    test_set = sequences.evaluation_set(dataset.data.test, config.max_length)
-    histories = [h for h in raw_histories(test_set.histories, vocabulary) if h]
+    dataset, config, vocabulary, model, model_info, histories = model_and_test_histories(args)
     result: dict[str, Any] = {
         **common.run_metadata(MODULE, argv, args.quick),
         "data": dataset.describe(),
