@@ -38,5 +38,20 @@ setup(
         "matplotlib",
     ],
     extras_require={"dev": ["pytest"]},
-    entry_points={"console_scripts": ["dmirec=pipeline.cli:main"]},
+    entry_points={
+        "console_scripts": ["dmirec=pipeline.cli:main"],
+        # The commands of ``dmirec``, each registered by the package that owns it (``pipeline/cli.py``
+        # loads only the one being run); ``dmirec --help`` lists them by name.
+        "dmirec.commands": [
+            "data=trainer.cli:add_data_command",
+            "train=trainer.cli:add_train_command",
+            "evaluate=trainer.cli:add_evaluate_command",
+            "run=pipeline.commands:add_run_command",
+            "compile-kfp=pipeline.commands:add_compile_kfp_command",
+            "serve=serving.cli:add_serve_command",
+            "query=serving.cli:add_query_command",
+            "demo=pipeline.commands:add_demo_command",
+            "bench=bench.cli:add_bench_command",
+        ],
+    },
 )

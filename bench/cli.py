@@ -1,4 +1,4 @@
-"""``dmirec bench``: the benchmark suite's command-line command (wired into ``pipeline/cli.py``)."""
+"""``dmirec bench``: the benchmark suite's command-line command (the ``bench`` entry point in ``setup.py``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""``dmirec run`` and ``dmirec compile-kfp``: the pipeline's command-line commands.
+"""``dmirec run``, ``dmirec compile-kfp`` and ``dmirec demo``: the pipeline's command-line commands.
 
-:func:`add_pipeline_commands` registers both on the top-level parser (``pipeline/cli.py``). The runners
-are imported by the handlers, so ``dmirec --help`` does not load TFX.
+Each ``add_*_command`` registers one top-level command; ``setup.py`` declares them as ``dmirec.commands``
+entry points for the ``dmirec`` dispatcher (``pipeline/cli.py``). The runners and the demo are imported by
+the handlers, so ``--help`` does not load TFX or TensorFlow. Both runners take one
+:class:`~pipeline.configs.PipelineSettings`, built from the shared flags by :func:`pipeline_settings`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"least test Recall@50 to bless and push a model (default {configs.DEFAULT_MIN_RECALL})",
     )
     parser.add_argument(
+        "--recall-tolerance",
+        type=_fraction,
+        default=configs.DEFAULT_RECALL_TOLERANCE,
+        help="how far below the latest blessed model's test Recall@50 (re-measured on this run's test users) "
+        f"a model may be and still be pushed (absolute, default {configs.DEFAULT_RECALL_TOLERANCE})",
+    )
+    parser.add_argument(
         "--beam-arg",
         action="append",
         default=[],
@@ -61,8 +70,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_pipeline_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``run`` and ``compile-kfp`` on the top-level ``dmirec`` sub-parsers.
+def add_run_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec run`` (the ``run`` entry point in ``setup.py``).
 
     Args:
       subparsers: what ``ArgumentParser.add_subparsers`` returned.
@@ -78,17 +87,17 @@ def add_pipeline_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--log", required=True, help="interaction log CSV file, or a directory of them")
     run.add_argument("--out", required=True, help="output directory (ML Metadata, artifacts, serving)")
     run.add_argument("--serving-base", help="where blessed servables are pushed (default: <out>/serving)")
-    run.add_argument(
-        "--recall-tolerance",
-        type=_fraction,
-        default=configs.DEFAULT_RECALL_TOLERANCE,
-        help="how far below the latest blessed model's Recall@50 a model may be and still be pushed "
-        f"(absolute, default {configs.DEFAULT_RECALL_TOLERANCE})",
-    )
     run.add_argument("--no-cache", action="store_true", help="run every component even if its inputs are unchanged")
     _add_common_arguments(run)
     run.set_defaults(handler=run_pipeline)
 
+
+def add_compile_kfp_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec compile-kfp`` (the ``compile-kfp`` entry point in ``setup.py``).
+
+    Args:
+      subparsers: what ``ArgumentParser.add_subparsers`` returned.
+    """
     compile_kfp = subparsers.add_parser(
         "compile-kfp",
         help="write the pipeline's Kubeflow Pipelines v2 spec (JSON)",
@@ -112,23 +121,47 @@ def add_pipeline_commands(subparsers: argparse._SubParsersAction) -> None:
     compile_kfp.set_defaults(handler=compile_kfp_pipeline)
 
 
-def _shared_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments both runners take, from the common arguments."""
+def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec demo`` (the ``demo`` entry point in ``setup.py``).
+
+    Args:
+      subparsers: what ``ArgumentParser.add_subparsers`` returned.
+    """
+    from trainer.config import VARIANTS
+
+    parser = subparsers.add_parser(
+        "demo",
+        help="the main job on the default synthetic data: log -> trained DMI -> gRPC top-10",
+        description="The main job end to end on the default synthetic data, from raw log to served "
+        "top-N: writes the log, runs the TFX pipeline on it, serves the pushed model and asks it for the "
+        "top items of a few held-out users over gRPC.",
+    )
+    parser.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
+    neural = tuple(name for name in VARIANTS if name != "pop")
+    parser.add_argument("--model", default="dmi", choices=neural, help="variant (default dmi)")
+    parser.set_defaults(handler=run_demo)
+
+
+def pipeline_settings(args: argparse.Namespace, **settings: Any) -> configs.PipelineSettings:
+    """The run's :class:`~pipeline.configs.PipelineSettings` from the shared flags (and ``settings``).
+
+    Raises:
+      ValueError: a bad ``--set`` or an invalid setting.
+    """
     from trainer.config import parse_overrides
 
-    settings = {
-        "model": args.model,
-        "overrides": parse_overrides(args.set),
-        "beam_args": [*configs.LOCAL_BEAM_ARGS, *args.beam_arg],
-        "split_seed": args.split_seed,
-        "min_user": args.min_user,
-        "min_item": args.min_item,
-        "min_recall": args.min_recall,
-        "serving_base": args.serving_base,
-    }
     if args.max_bad_fraction is not None:
         settings["max_bad_fraction"] = args.max_bad_fraction
-    return settings
+    return configs.PipelineSettings(
+        model=args.model,
+        overrides=parse_overrides(args.set),
+        beam_args=(*configs.LOCAL_BEAM_ARGS, *args.beam_arg),
+        split_seed=args.split_seed,
+        min_user=args.min_user,
+        min_item=args.min_item,
+        min_recall=args.min_recall,
+        **settings,
+    )
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -142,13 +175,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     """
     from pipeline import local_runner
 
-    summary = local_runner.run(
-        log=args.log,
-        out_dir=args.out,
-        recall_tolerance=args.recall_tolerance,
-        enable_cache=not args.no_cache,
-        **_shared_settings(args),
-    )
+    settings = pipeline_settings(args, recall_tolerance=args.recall_tolerance, enable_cache=not args.no_cache)
+    summary = local_runner.run(log=args.log, out_dir=args.out, settings=settings, serving_base=args.serving_base)
     cached = sum(state == "CACHED" for state in summary.states.values())
     print(f"run {summary.run_id}: {len(summary.states)} components, {cached} from the cache")
     if summary.metrics:
@@ -181,7 +209,16 @@ def compile_kfp_pipeline(args: argparse.Namespace) -> int:
         pipeline_root=args.pipeline_root,
         log=args.log,
         image=args.image,
-        **_shared_settings(args),
+        settings=pipeline_settings(args, recall_tolerance=args.recall_tolerance),
+        serving_base=args.serving_base,
     )
     print(f"wrote {path} (image {args.image})")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Handler of ``dmirec demo``: the demo into ``--out``."""
+    from pipeline import demo
+
+    demo.run_demo(args.out, args.model)
     return 0

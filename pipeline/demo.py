@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -20,7 +19,7 @@ from serving.client import RetrievalClient
 from serving.config import ModelConfig, ServerOptions
 from serving.server import ModelServer
 from trainer import export, interactions, synthetic
-from trainer.config import VARIANTS, variant_config
+from trainer.config import variant_config
 from trainer.sequences import SequenceData, evaluation_set
 
 # Small enough to train in about a minute on 2 cores, long enough to separate the models clearly.
@@ -37,10 +36,10 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
     summary = local_runner.run(
         log=log,
         out_dir=os.path.join(out_dir, "pipeline"),
-        model=model,
-        overrides=DEMO_OVERRIDES,
+        settings=configs.PipelineSettings(
+            model=model, overrides=DEMO_OVERRIDES, beam_args=configs.IN_PROCESS_BEAM_ARGS
+        ),
         serving_base=os.path.join(out_dir, "serving"),
-        beam_args=configs.IN_PROCESS_BEAM_ARGS,
     )
     cached = sum(state == "CACHED" for state in summary.states.values())
     print(f"pipeline run {summary.run_id}: {len(summary.states)} components ({cached} from the cache)")
@@ -74,21 +73,3 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
                     print(f"  top-{top_n}: " + " ".join(f"{item}({score:.2f})" for item, score in items))
                     print(f"  {hits} of {len(targets)} held-out items in the list")
                 print(f"[{name}] gRPC latency per call: median {statistics.median(latencies):.1f} ms")
-
-
-def _handle(args: argparse.Namespace) -> int:
-    run_demo(args.out, args.model)
-    return 0
-
-
-def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``dmirec demo``."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="the main job on the default synthetic data: log -> trained DMI -> gRPC top-10",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    neural = tuple(name for name in VARIANTS if name != "pop")
-    parser.add_argument("--model", default="dmi", choices=neural, help="variant (default dmi)")
-    parser.set_defaults(handler=_handle)

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
-from tfx.utils import proto_utils
 
 from pipeline import configs, pipeline
 from pipeline.components import retrieval_evaluator
 
 PATHS = {
-    "pipeline_name": "test-pipeline",
     "pipeline_root": "/runs/root",
     "input_base": "/logs/2024-06",
     "schema_path": "/schemas/user_sequences.pbtxt",
@@ -21,8 +18,12 @@ PATHS = {
 }
 
 
+def _settings(**settings) -> configs.PipelineSettings:
+    return configs.PipelineSettings(**{"pipeline_name": "test-pipeline", **settings})
+
+
 def _components(**settings) -> dict:
-    built = pipeline.create_pipeline(**PATHS, **settings)
+    built = pipeline.create_pipeline(_settings(**settings), **PATHS)
     return {component.id: component for component in built.components}
 
 
@@ -34,9 +35,9 @@ def _producer(component, key: str) -> tuple[str, str]:
 def test_the_dag_in_order():
     components = _components()
     assert list(components) == [
-        "ImportSchemaGen", "SequenceExampleGen", "StatisticsGen", "ExampleValidator", "ValidationGate",
-        "Transform", "Trainer", pipeline.EVALUATOR_ID, pipeline.PUSHER_ID,
-    ]
+        "ImportSchemaGen", "SequenceExampleGen", pipeline.BASELINE_RESOLVER_ID, "StatisticsGen",
+        "ExampleValidator", "ValidationGate", "Transform", "Trainer", pipeline.EVALUATOR_ID, pipeline.PUSHER_ID,
+    ]  # topological order (nodes without inputs first)
     assert _producer(components["ExampleValidator"], "statistics") == ("StatisticsGen", "statistics")
     assert _producer(components["ValidationGate"], "anomalies") == ("ExampleValidator", "anomalies")
     # Transform (and so Trainer) only ever sees examples that passed validation.
@@ -46,6 +47,10 @@ def test_the_dag_in_order():
     assert _producer(components[pipeline.EVALUATOR_ID], "model") == ("Trainer", "model")
     assert _producer(components[pipeline.EVALUATOR_ID], "examples") == ("Transform", "transformed_examples")
     assert _producer(components[pipeline.PUSHER_ID], "model_blessing") == (pipeline.EVALUATOR_ID, "blessing")
+    # The baseline is the latest blessed model, handed over by TFX's Resolver (no ML Metadata connection).
+    resolver = components[pipeline.BASELINE_RESOLVER_ID]
+    assert resolver.exec_properties["resolver_class"] is tfx.dsl.experimental.LatestBlessedModelStrategy
+    assert _producer(components[pipeline.EVALUATOR_ID], "baseline_model") == (pipeline.BASELINE_RESOLVER_ID, "model")
 
 
 def test_components_carry_the_settings():
@@ -78,15 +83,13 @@ def test_components_carry_the_settings():
 def test_pipeline_settings():
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config("/runs/metadata.sqlite")
     built = pipeline.create_pipeline(
-        **PATHS, metadata_connection_config=connection, beam_pipeline_args=["--direct_num_workers=1"],
-        enable_cache=False,
+        _settings(beam_args=["--direct_num_workers=1"], enable_cache=False),
+        **PATHS,
+        metadata_connection_config=connection,
     )
     assert (built.pipeline_info.pipeline_name, built.pipeline_info.pipeline_root) == ("test-pipeline", "/runs/root")
     assert built.beam_pipeline_args == ["--direct_num_workers=1"] and built.enable_cache is False
     assert built.metadata_connection_config == connection
-    evaluator = {c.id: c for c in built.components}[pipeline.EVALUATOR_ID]
-    serialized = evaluator.exec_properties[retrieval_evaluator.METADATA_CONNECTION_KEY]
-    assert proto_utils.json_to_proto(serialized, metadata_store_pb2.ConnectionConfig()) == connection
 
 
 @pytest.mark.parametrize(
@@ -95,9 +98,28 @@ def test_pipeline_settings():
         ({"model": "pop"}, "has no servable"),
         ({"model": "nope"}, "unknown model"),
         ({"overrides": {"embedding_dim": 0}}, "embedding_dim must be >= 1"),
-        ({"min_recall": 2.0}, r"min_recall must be in \[0, 1\]"),
+        ({"min_recall": 2.0}, r"min_recall must be a number in \[0, 1\], got 2.0"),
+        ({"recall_tolerance": float("nan")}, r"recall_tolerance must be a number in \[0, 1\]"),
+        ({"max_bad_fraction": -0.1}, r"max_bad_fraction must be a number in \[0, 1\]"),
+        ({"min_user": -1}, "min_user must be a non-negative integer, got -1"),
+        ({"split_seed": 1.5}, "split_seed must be a non-negative integer"),
+        ({"kcore_rounds": 0}, "kcore_rounds must be at least 1"),
+        ({"pipeline_name": ""}, "pipeline_name must not be empty"),
     ],
 )
-def test_bad_settings_fail_when_the_pipeline_is_built(settings, message):
+def test_bad_settings_fail_before_any_pipeline_is_built(settings, message):
     with pytest.raises(ValueError, match=message):
-        pipeline.create_pipeline(**PATHS, **settings)
+        _settings(**settings)
+
+
+def test_settings_are_immutable_and_hold_their_own_copies():
+    overrides = {"embedding_dim": 16}
+    settings = _settings(overrides=overrides, beam_args=["--a"])
+    overrides["embedding_dim"] = 32
+    assert settings.overrides == {"embedding_dim": 16} and settings.beam_args == ("--a",)
+    with pytest.raises(TypeError):
+        settings.overrides["embedding_dim"] = 8  # type: ignore[index]
+    defaults = configs.PipelineSettings()
+    assert (defaults.kcore_rounds, defaults.max_bad_fraction) == (
+        configs.DEFAULT_KCORE_ROUNDS, configs.DEFAULT_MAX_BAD_FRACTION
+    )

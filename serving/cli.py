@@ -1,6 +1,8 @@
 """``dmirec serve`` and ``dmirec query``: the serving package's command-line commands.
 
-:func:`add_serving_commands` registers both on the top-level parser (``pipeline/cli.py``). ``serve`` takes
+:func:`add_serve_command` and :func:`add_query_command` register them; ``setup.py`` declares them as
+``dmirec.commands`` entry points for the ``dmirec`` dispatcher (``pipeline/cli.py``). The server, the client
+and TensorFlow are imported by the handlers, so ``--help`` answers at once. ``serve`` takes
 ``tensorflow_model_server``'s flags and runs in the foreground until SIGINT or SIGTERM; ``query`` asks any
 TF Serving endpoint for the top items of one or more histories.
 """
@@ -12,14 +14,12 @@ import logging
 import sys
 
 from serving import config
-from serving.client import RetrievalClient, ServingError
-from serving.server import ModelServer, serve_until_signalled
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def add_serving_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``serve`` and ``query`` on the top-level ``dmirec`` sub-parsers.
+def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec serve`` (the ``serve`` entry point in ``setup.py``).
 
     Args:
         subparsers: what ``ArgumentParser.add_subparsers`` returned.
@@ -34,6 +34,13 @@ def add_serving_commands(subparsers: argparse._SubParsersAction) -> None:
     config.add_server_flags(serve)
     serve.set_defaults(handler=run_serve)
 
+
+def add_query_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec query`` (the ``query`` entry point in ``setup.py``).
+
+    Args:
+        subparsers: what ``ArgumentParser.add_subparsers`` returned.
+    """
     query = subparsers.add_parser(
         "query",
         help="ask a running server for the top items of user histories",
@@ -99,6 +106,8 @@ def run_serve(args: argparse.Namespace) -> int:
         ValueError: inconsistent flags or a bad model config file.
         FileNotFoundError: the model config file does not exist.
     """
+    from serving.server import ModelServer, serve_until_signalled
+
     options = config.server_options_from_flags(args)
     _configure_tensorflow_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     _show_server_log()
@@ -125,6 +134,8 @@ def run_query(args: argparse.Namespace) -> int:
     Returns:
         Exit status: 0, or 1 if the server could not answer (the reason goes to stderr).
     """
+    from serving.client import RetrievalClient, ServingError
+
     try:
         with RetrievalClient(args.server, args.model, timeout_s=args.timeout) as client:
             results = client.retrieve(args.history, top_n=args.top_n, version=args.version)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from serving.cli import add_serving_commands
+from serving.cli import add_query_command, add_serve_command
 from serving.client import RetrievalClient, ServingError
 from serving.config import ModelConfig, ServerOptions
 from serving.server import ModelServer
@@ -20,7 +20,9 @@ from serving.testing import ReferenceModel, unused_port
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmirec")
-    add_serving_commands(parser.add_subparsers(dest="command", required=True))
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_serve_command(commands)
+    add_query_command(commands)
     return parser
 
 

@@ -1,7 +1,9 @@
 """``dmirec data ...``, ``dmirec train`` and ``dmirec evaluate``: the trainer's command-line commands.
 
-Each ``add_*`` function registers its sub-commands on the top-level parser (``pipeline/cli.py``), so the
-trainer's commands need nothing outside ``trainer/``. Handlers raise ordinary exceptions; the top-level
+Each ``add_*_command`` function registers one top-level command; ``setup.py`` declares them as
+``dmirec.commands`` entry points, which the ``dmirec`` dispatcher (``pipeline/cli.py``) loads by name, so
+the trainer's commands need nothing outside ``trainer/``. Nothing here imports TensorFlow at module level:
+``dmirec data ...`` never loads it. Handlers raise ordinary exceptions; the top-level
 ``main`` turns the expected ones (bad input, bad arguments) into a one-line message and exit status 2.
 """
 
@@ -91,8 +93,8 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``dmirec data convert|synth|stats``."""
+def add_data_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec data convert|synth|stats`` (the ``data`` entry point in ``setup.py``)."""
     data = subparsers.add_parser(
         "data",
         help="interaction-log tooling: convert, synth, stats",
@@ -275,8 +277,8 @@ def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
     _add_skip_bad_argument(parser)
 
 
-def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``dmirec train`` and ``dmirec evaluate``."""
+def add_train_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec train`` (the ``train`` entry point in ``setup.py``)."""
     from trainer.config import VARIANTS
 
     train = subparsers.add_parser(
@@ -311,6 +313,9 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_log_arguments(train)
     train.set_defaults(handler=_train)
 
+
+def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec evaluate`` (the ``evaluate`` entry point in ``setup.py``)."""
     evaluate = subparsers.add_parser(
         "evaluate",
         help="evaluate a trained model directory on the eval or test users of a log",

@@ -1,15 +1,15 @@
-"""Tests of the blessing rule and of the ML Metadata query for the latest blessed model."""
+"""Tests of the blessing rule, and that TFX's latest-blessed-model Resolver reads our blessings."""
 
 from __future__ import annotations
 
-import ml_metadata as mlmd
 import pytest
-from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.types import standard_artifacts
 
-from pipeline.components import blessing
+from pipeline.components import blessing, retrieval_evaluator
 from pipeline.components.blessing import Baseline, decide
 
-BASELINE = Baseline(blessing_id=5, model_id=4, model_uri="/root/Trainer/model/4", recall=0.30)
+BASELINE = Baseline(model_id=4, model_uri="/root/Trainer/model/4", recall=0.30)
 
 
 @pytest.mark.parametrize(
@@ -37,55 +37,29 @@ def test_decide_rejects_negative_settings():
         decide(0.5, -0.1, 0.0, None)
 
 
-def _store() -> mlmd.MetadataStore:
-    return mlmd.MetadataStore(
-        metadata_store_pb2.ConnectionConfig(fake_database=metadata_store_pb2.FakeDatabaseConfig())
+def test_the_candidate_as_its_own_baseline_is_blessed_above_the_threshold():
+    itself = Baseline(model_id=4, model_uri="/root/Trainer/model/4", recall=0.30, is_candidate=True)
+    decision = decide(0.30, 0.10, 0.0, itself)
+    assert decision.blessed and "the latest blessed model itself (model id 4" in decision.reason
+    assert not decide(0.30, 0.40, 0.0, itself).blessed  # the threshold still applies
+
+
+def test_latest_blessed_model_strategy_reads_our_blessings():
+    """TFX's LatestBlessedModelStrategy (the pipeline's Resolver) finds what RetrievalEvaluator records."""
+    models = []
+    for model_id in (1, 2, 3):
+        model = standard_artifacts.Model()
+        model.id, model.uri = model_id, f"/model/{model_id}"
+        models.append(model)
+    blessings = []
+    for model, blessed in zip(models, (True, True, False)):
+        artifact = standard_artifacts.ModelBlessing()
+        retrieval_evaluator._record_blessing(
+            artifact, model, 0.3, blessing.Decision(blessed, "test"), baseline=None
+        )
+        blessings.append(artifact)
+    resolved = LatestBlessedModelStrategy()._resolve(
+        {"model": models, "model_blessing": blessings}, "model", "model_blessing"
     )
-
-
-def _add_blessings(store, pipeline_name, blessings):
-    """Adds ModelBlessing artifacts in a pipeline's context: (blessed, recall or None, state, model_id)."""
-    blessing_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name=blessing.MODEL_BLESSING_TYPE))
-    context_type = store.put_context_type(metadata_store_pb2.ContextType(name=blessing.PIPELINE_CONTEXT_TYPE))
-    context = store.get_context_by_type_and_name(blessing.PIPELINE_CONTEXT_TYPE, pipeline_name)
-    context_id = context.id if context else store.put_contexts(
-        [metadata_store_pb2.Context(type_id=context_type, name=pipeline_name)])[0]
-    artifacts = []
-    for blessed, recall, state, model_id in blessings:
-        artifact = metadata_store_pb2.Artifact(type_id=blessing_type, state=state)
-        artifact.custom_properties[blessing.BLESSED].int_value = blessed
-        artifact.custom_properties[blessing.CURRENT_MODEL_ID].int_value = model_id
-        artifact.custom_properties[blessing.CURRENT_MODEL].string_value = f"/model/{model_id}"
-        if recall is not None:
-            artifact.custom_properties[blessing.RECALL].double_value = recall
-        artifacts.append(artifact)
-    ids = store.put_artifacts(artifacts)
-    store.put_attributions_and_associations(
-        [metadata_store_pb2.Attribution(artifact_id=i, context_id=context_id) for i in ids], []
-    )
-    return ids
-
-
-LIVE = metadata_store_pb2.Artifact.LIVE
-
-
-def test_latest_blessed_baseline_is_the_newest_live_blessed_one_of_the_pipeline():
-    store = _store()
-    ids = _add_blessings(store, "dmi-rec", [
-        (1, 0.30, LIVE, 1),
-        (1, 0.40, LIVE, 2),  # <- the latest usable one
-        (0, 0.50, LIVE, 3),  # not blessed
-        (1, None, LIVE, 4),  # no recorded recall (e.g. TFX's Evaluator)
-        (1, 0.60, metadata_store_pb2.Artifact.PENDING, 5),  # not published (failed execution)
-    ])
-    _add_blessings(store, "other-pipeline", [(1, 0.90, LIVE, 6)])
-    assert blessing.latest_blessed_baseline(store, "dmi-rec") == Baseline(ids[1], 2, "/model/2", 0.40)
-    assert blessing.latest_blessed_baseline(store, "other-pipeline").recall == 0.90
-
-
-def test_latest_blessed_baseline_is_none_without_a_blessed_model():
-    store = _store()
-    assert blessing.latest_blessed_baseline(store, "dmi-rec") is None
-    _add_blessings(store, "dmi-rec", [(0, 0.5, LIVE, 1)])
-    assert blessing.latest_blessed_baseline(store, "dmi-rec") is None
-    assert blessing.latest_blessed_baseline(store, 'quote"and\\backslash') is None
+    assert [m.id for m in resolved["model"]] == [2]  # model 3 is newer but was not blessed
+    assert resolved["model_blessing"] == [blessings[1]]

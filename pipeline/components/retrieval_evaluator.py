@@ -6,11 +6,14 @@ test users of Transform's output cut as the protocol says (:func:`trainer.sequen
 with the metrics code of training (:class:`trainer.evaluation.Evaluator`). ``dmi_exact`` ranks all items
 exactly (Eq. 20), so its numbers equal the trained model's; the ScaNN servable ``dmi`` approximates them.
 
-The blessing rule and the baseline lookup are in :mod:`pipeline.components.blessing`. The executor asks ML
-Metadata itself for the latest blessed model when it is given a connection: TFX's cache then keys only on
-the model and the examples, so a re-run with unchanged inputs reuses the evaluation (and the push) instead
-of evaluating the model against its own earlier blessing, as a Resolver-fed baseline input would. Without
-a connection (e.g. a Kubeflow run) the threshold alone decides, and the blessing's reason says so.
+The blessing rule is in :mod:`pipeline.components.blessing`. The baseline, the latest blessed model of the
+pipeline, arrives as the optional input ``baseline_model`` (a TFX ``Resolver`` with
+``LatestBlessedModelStrategy`` in the pipeline, as the TFX templates wire their Evaluator), so the rule is
+the same on every orchestrator and the component needs no ML Metadata connection. The baseline's own
+``dmi_exact`` servable is evaluated on the candidate's test users (as TFX's Evaluator re-evaluates its
+baseline), so the comparison holds when the data moved on since the baseline was blessed. A re-run whose
+Trainer came from the cache receives its own model as the baseline: it is blessed again (above the
+threshold) without a second evaluation, and the pusher sees that version is already served.
 """
 
 from __future__ import annotations
@@ -21,19 +24,18 @@ import os
 from typing import Any
 
 import trainer  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
-import ml_metadata as mlmd
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
-from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.components.util import tfxio_utils
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
-from tfx.utils import io_utils, path_utils, proto_utils
+from tfx.utils import io_utils, path_utils
 
+from pipeline import configs
 from pipeline.components import blessing
 from trainer import constants, export, tfx_module
 from trainer.evaluation import Evaluator
@@ -46,7 +48,7 @@ EXAMPLES_KEY = "examples"
 TRANSFORM_GRAPH_KEY = "transform_graph"
 MIN_RECALL_KEY = "min_recall"
 RECALL_TOLERANCE_KEY = "recall_tolerance"
-METADATA_CONNECTION_KEY = "metadata_connection_config"
+BASELINE_MODEL_KEY = "baseline_model"
 EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
 
@@ -110,10 +112,10 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
     PARAMETERS = {
         MIN_RECALL_KEY: ExecutionParameter(type=float),
         RECALL_TOLERANCE_KEY: ExecutionParameter(type=float),
-        METADATA_CONNECTION_KEY: ExecutionParameter(type=metadata_store_pb2.ConnectionConfig, optional=True),
     }
     INPUTS = {
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph),
     }
@@ -136,10 +138,10 @@ class Executor(base_executor.BaseExecutor):
 
         Args:
           input_dict: ``model`` (the Trainer's), ``examples`` (Transform's transformed examples, with a
-            ``test`` split), ``transform_graph`` (for the item vocabulary).
+            ``test`` split), ``transform_graph`` (for the item vocabulary) and, optionally,
+            ``baseline_model`` (the latest blessed model; absent or empty for the pipeline's first).
           output_dict: ``evaluation`` (ModelEvaluation) and ``blessing`` (ModelBlessing).
-          exec_properties: ``min_recall``, ``recall_tolerance`` and, optionally,
-            ``metadata_connection_config`` (JSON of an ML Metadata ``ConnectionConfig``).
+          exec_properties: ``min_recall`` and ``recall_tolerance``.
 
         Raises:
           FileNotFoundError: the model has no ``dmi_exact`` servable.
@@ -151,9 +153,9 @@ class Executor(base_executor.BaseExecutor):
         evaluation = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
         model_blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
 
-        servable_dir = os.path.join(path_utils.serving_model_dir(model.uri), EVALUATED_SERVABLE)
-        if not fileio.exists(os.path.join(servable_dir, "saved_model.pb")):
-            raise FileNotFoundError(f"the model artifact has no {EVALUATED_SERVABLE} servable at {servable_dir}")
+        servable_dir = _servable_dir(model)
+        if servable_dir is None:
+            raise FileNotFoundError(f"the model artifact at {model.uri} has no {EVALUATED_SERVABLE} servable")
         if constants.TEST not in artifact_utils.decode_split_names(examples.split_names):
             raise ValueError(f"the examples at {examples.uri} have no {constants.TEST!r} split")
         transform_output = tft.TFTransformOutput(
@@ -169,15 +171,13 @@ class Executor(base_executor.BaseExecutor):
         metrics, users = evaluate_servable(servable_dir, vocabulary, test_examples)
         recall = metrics[VALIDATION_METRIC]
 
-        connection = exec_properties.get(METADATA_CONNECTION_KEY)
-        baseline = self._baseline(connection) if connection else None
+        resolved = input_dict.get(BASELINE_MODEL_KEY) or []
+        baseline, note = _baseline(resolved, model, recall, vocabulary, test_examples)
         min_recall = float(exec_properties[MIN_RECALL_KEY])
         tolerance = float(exec_properties[RECALL_TOLERANCE_KEY])
         decision = blessing.decide(recall, min_recall, tolerance, baseline)
-        if not connection:
-            decision = dataclasses.replace(
-                decision, reason=f"{decision.reason} (no ML Metadata connection: not compared with earlier models)"
-            )
+        if note:
+            decision = dataclasses.replace(decision, reason=f"{decision.reason} ({note})")
         logging.info("RetrievalEvaluator: %s on %d test users: %s; blessed=%s: %s",
                      EVALUATED_SERVABLE, users, metrics, decision.blessed, decision.reason)
 
@@ -197,13 +197,46 @@ class Executor(base_executor.BaseExecutor):
             f.write(json.dumps(report, indent=2, sort_keys=True))
         _record_blessing(model_blessing, model, recall, decision, baseline)
 
-    def _baseline(self, connection_json: str) -> blessing.Baseline | None:
-        """The latest blessed model of this pipeline, from ML Metadata."""
-        pipeline_info = self._context.pipeline_info if self._context else None
-        if pipeline_info is None or not pipeline_info.id:
-            raise ValueError("a metadata connection was given but the executor does not know its pipeline")
-        connection = proto_utils.json_to_proto(connection_json, metadata_store_pb2.ConnectionConfig())
-        return blessing.latest_blessed_baseline(mlmd.MetadataStore(connection), pipeline_info.id)
+
+def _servable_dir(model: types.Artifact) -> str | None:
+    """The model artifact's ``dmi_exact`` servable, or None when it has none."""
+    path = os.path.join(path_utils.serving_model_dir(model.uri), EVALUATED_SERVABLE)
+    return path if fileio.exists(os.path.join(path, "saved_model.pb")) else None
+
+
+def _baseline(
+    resolved: list[types.Artifact],
+    model: types.Artifact,
+    recall: float,
+    vocabulary: Vocabulary,
+    test_examples: EncodedSequences,
+) -> tuple[blessing.Baseline | None, str]:
+    """The latest blessed model measured on the candidate's test users, and a note for the reason.
+
+    Args:
+      resolved: what the Resolver passed: [] for the pipeline's first model, else one Model.
+      model: the candidate.
+      recall: the candidate's test Recall@50.
+      vocabulary: the candidate's item vocabulary (the baseline's servable takes raw ids; items it does
+        not know are ignored, and items the candidate does not know never count as hits).
+      test_examples: the candidate's test users.
+
+    Returns:
+      ``(baseline, note)``: None and a note when the baseline's servable is gone (e.g. its pipeline root
+      was cleaned): the threshold alone decides then, and the reason says so.
+    """
+    if not resolved:
+        return None, ""
+    (previous,) = resolved
+    if previous.id == model.id:
+        return blessing.Baseline(previous.id, previous.uri, recall, is_candidate=True), ""
+    servable_dir = _servable_dir(previous)
+    if servable_dir is None:
+        note = f"the latest blessed model {previous.uri} has no {EVALUATED_SERVABLE} servable: not compared"
+        logging.warning("RetrievalEvaluator: %s", note)
+        return None, note
+    metrics, _ = evaluate_servable(servable_dir, vocabulary, test_examples)
+    return blessing.Baseline(previous.id, previous.uri, metrics[VALIDATION_METRIC]), ""
 
 
 def _record_blessing(
@@ -239,6 +272,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
             model=trainer.outputs["model"],
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
+            baseline_model=latest_blessed.outputs["model"],  # a Resolver (LatestBlessedModelStrategy)
             min_recall=0.05,
         )
     """
@@ -251,9 +285,9 @@ class RetrievalEvaluator(base_component.BaseComponent):
         model: types.BaseChannel,
         examples: types.BaseChannel,
         transform_graph: types.BaseChannel,
-        min_recall: float = 0.0,
-        recall_tolerance: float = 0.0,
-        metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
+        baseline_model: types.BaseChannel | None = None,
+        min_recall: float = configs.DEFAULT_MIN_RECALL,
+        recall_tolerance: float = configs.DEFAULT_RECALL_TOLERANCE,
     ) -> None:
         """Configures the component.
 
@@ -261,10 +295,10 @@ class RetrievalEvaluator(base_component.BaseComponent):
           model: the Trainer's ``model`` (with the ``dmi_exact`` servable under ``Format-Serving``).
           examples: Transform's ``transformed_examples`` (the ``test`` split is evaluated).
           transform_graph: Transform's ``transform_graph`` (the item vocabulary).
+          baseline_model: the latest blessed model (a Resolver's output); None blesses on the threshold
+            alone.
           min_recall: the least test Recall@50 to bless.
-          recall_tolerance: how far (absolute) below the latest blessed model's Recall@50 a model may be.
-          metadata_connection_config: the pipeline's ML Metadata, to find the latest blessed model; None
-            blesses on the threshold alone.
+          recall_tolerance: how far (absolute) below the baseline's Recall@50 a model may be.
 
         Raises:
           ValueError: a ``min_recall`` or ``recall_tolerance`` outside [0, 1].
@@ -277,9 +311,9 @@ class RetrievalEvaluator(base_component.BaseComponent):
                 model=model,
                 examples=examples,
                 transform_graph=transform_graph,
+                baseline_model=baseline_model,
                 min_recall=float(min_recall),
                 recall_tolerance=float(recall_tolerance),
-                metadata_connection_config=metadata_connection_config,
                 evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
                 blessing=types.Channel(type=standard_artifacts.ModelBlessing),
             )

@@ -16,10 +16,8 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 
+from pipeline import configs
 from pipeline.sequence_example_gen import executor, spec
-
-DEFAULT_KCORE_ROUNDS = 10
-DEFAULT_MAX_BAD_FRACTION = 0.01
 
 
 class SequenceExampleGen(base_beam_component.BaseBeamComponent):
@@ -50,8 +48,8 @@ class SequenceExampleGen(base_beam_component.BaseBeamComponent):
         split_seed: int = 0,
         min_user: int = 0,
         min_item: int = 0,
-        kcore_rounds: int = DEFAULT_KCORE_ROUNDS,
-        max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+        kcore_rounds: int = configs.DEFAULT_KCORE_ROUNDS,
+        max_bad_fraction: float = configs.DEFAULT_MAX_BAD_FRACTION,
     ) -> None:
         """Configures the component.
 

@@ -39,6 +39,7 @@ from apache_beam import pvalue
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
+from pipeline import configs
 from trainer import constants, interactions, sequences
 from trainer.interactions import Interaction
 
@@ -384,7 +385,7 @@ class LogToSequenceExamples(beam.PTransform):
         split_seed: int = 0,
         min_user: int = 0,
         min_item: int = 0,
-        kcore_rounds: int = 10,
+        kcore_rounds: int = configs.DEFAULT_KCORE_ROUNDS,
     ) -> None:
         """Configures the transform.
 
