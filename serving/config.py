@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 
 from google.protobuf import text_format
@@ -30,6 +31,23 @@ _LOG = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _PLATFORMS = ("", "tensorflow")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # gs://, s3://, hdfs://, ram://: TensorFlow file systems
+
+
+def _is_uri(path: str) -> bool:
+    """Whether ``path`` names a TensorFlow file system by scheme (``gs://b/m``) rather than a local path.
+
+    The rule of ``trainer.filesystem.is_uri``, which serving cannot import (serving knows no trainer code).
+    """
+    return bool(_SCHEME.match(path))
+
+
+def _absolute_base_path(path: str) -> str:
+    """A base path as the server keeps it: local paths made absolute, URIs (``gs://b/m``) as given.
+
+    ``os.path.abspath`` would turn ``gs://b/m`` into ``<cwd>/gs:/b/m``.
+    """
+    return path if _is_uri(path) else os.path.abspath(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +204,7 @@ def model_configs_from_proto(proto: model_server_config_pb2.ModelServerConfig) -
         configs.append(
             ModelConfig(
                 name=entry.name,
-                base_path=os.path.abspath(entry.base_path),
+                base_path=_absolute_base_path(entry.base_path),
                 version_policy=_version_policy_from_proto(entry),
                 version_labels=dict(entry.version_labels),
             )
@@ -217,7 +235,7 @@ def read_model_config_file(path: str) -> list[ModelConfig]:
     """Reads a text ``ModelServerConfig`` file (``--model_config_file``).
 
     Args:
-        path: the file.
+        path: the file, local or on a TensorFlow file system (``gs://...``), as TF Serving accepts.
 
     Returns:
         The models it configures.
@@ -226,14 +244,31 @@ def read_model_config_file(path: str) -> list[ModelConfig]:
         FileNotFoundError: no such file.
         ValueError: the file does not parse or fails :func:`model_configs_from_proto`'s checks.
     """
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = _read_text(path)
     proto = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, proto)
         return model_configs_from_proto(proto)
     except (text_format.ParseError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from e
+
+
+def _read_text(path: str) -> str:
+    """A UTF-8 file's text; TensorFlow (``tf.io.gfile``) is imported only for a URI.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    if not _is_uri(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return f.read()
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(f"no such file: {path}") from None
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
@@ -382,7 +417,7 @@ def server_options_from_flags(args: argparse.Namespace) -> ServerOptions:
     if args.model_config_file:
         models = read_model_config_file(args.model_config_file)
     else:
-        models = [ModelConfig(name=args.model_name, base_path=os.path.abspath(args.model_base_path))]
+        models = [ModelConfig(name=args.model_name, base_path=_absolute_base_path(args.model_base_path))]
     batching = None
     if args.enable_batching:
         batching = BatchingOptions(

@@ -91,3 +91,35 @@ def test_flags_need_exactly_one_model_source(tmp_path):
         config.server_options_from_flags(_parse_flags(both))
     with pytest.raises(SystemExit):
         _parse_flags(["--model_base_path", str(tmp_path), "--port", "70000"])
+
+
+def test_remote_base_paths_are_kept_as_given_and_local_ones_made_absolute(tmp_path):
+    path = _write(
+        tmp_path,
+        """
+        model_config_list {
+          config { name: "gcs" base_path: "gs://bucket/models/dmi" }
+          config { name: "ram" base_path: "ram://models/dmi_exact" }
+          config { name: "local" base_path: "rel/dmi" }
+        }
+        """,
+    )
+    assert [c.base_path for c in config.read_model_config_file(path)] == [
+        "gs://bucket/models/dmi",
+        "ram://models/dmi_exact",
+        os.path.join(os.getcwd(), "rel", "dmi"),
+    ]
+    options = config.server_options_from_flags(_parse_flags(["--model_base_path", "gs://bucket/models/dmi"]))
+    assert options.models == (config.ModelConfig("default", "gs://bucket/models/dmi"),)
+
+
+def test_reads_a_model_config_file_on_a_tensorflow_file_system(ram_root):
+    import tensorflow as tf
+
+    path = f"{ram_root}/models.config"
+    tf.io.gfile.makedirs(ram_root)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write('model_config_list { config { name: "dmi" base_path: "ram://models/dmi" } }')
+    assert config.read_model_config_file(path) == [config.ModelConfig("dmi", "ram://models/dmi")]
+    with pytest.raises(FileNotFoundError):
+        config.read_model_config_file(f"{ram_root}/missing.config")

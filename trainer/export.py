@@ -24,17 +24,15 @@ may leave them out. Warm-up requests go to ``assets.extra/tf_serving_warmup_requ
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from trainer import filesystem as fs
 from trainer import retrieval
 from trainer.model import DMIModel
 from trainer.sequences import Vocabulary
@@ -344,8 +342,8 @@ def _write_warmup_requests(
 
     width = max(1, max(len(h) for h in histories))
     padded = [list(h) + [""] * (width - len(h)) for h in histories]
-    path = os.path.join(export_dir, WARMUP_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = fs.join(export_dir, WARMUP_FILE)
+    fs.makedirs(fs.parent(path))
     with tf.io.TFRecordWriter(path) as writer:
         for signature in ("serving_default", "user_interests"):
             for size in batch_sizes:
@@ -376,7 +374,9 @@ def export_servables(
     Args:
       model: the trained model.
       vocabulary: its item vocabulary.
-      export_dir: directory to write ``dmi/`` and ``dmi_exact/`` into (replaced if present).
+      export_dir: directory to write ``dmi/`` and ``dmi_exact/`` into (replaced if present), local or a
+        TensorFlow file system URI (each servable is staged beside its target, see
+        :func:`trainer.filesystem.staged_directory`).
       top_n: the default list length of ``serving_default``.
       max_top_n: the longest list a request may ask for (capped at the number of items).
       scann: also write the ScaNN servable.
@@ -404,8 +404,8 @@ def export_servables(
             xla,
             batch_sizes,
         )
-        path = os.path.join(export_dir, name)
-        with _replacing_directory(path) as tmp:
+        path = fs.join(export_dir, name)
+        with fs.staged_directory(path, replace=True) as tmp:
             options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"] if name == SCANN else None)
             tf.saved_model.save(servable, tmp, signatures=_signatures(servable), options=options)
             _write_warmup_requests(tmp, name, warmup, servable.batch_sizes)
@@ -413,39 +413,26 @@ def export_servables(
     return written
 
 
-@contextlib.contextmanager
-def _replacing_directory(path: str):
-    """Yields a temporary directory beside ``path`` that replaces ``path`` on success."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
-    try:
-        yield tmp
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def latest_version(model_base: str) -> int:
     """The largest integer version directory under ``model_base`` (0 when there is none)."""
-    if not os.path.isdir(model_base):
+    if not fs.isdir(model_base):
         return 0
-    versions = [int(name) for name in os.listdir(model_base) if re.fullmatch(r"\d+", name)]
+    versions = [int(name) for name in fs.listdir(model_base) if re.fullmatch(r"\d+", name)]
     return max(versions, default=0)
 
 
 def push_servables(export_dir: str, serving_base: str, version: int | None = None) -> int:
     """Copies every servable of ``export_dir`` to ``<serving_base>/<name>/<version>/``.
 
-    Each copy is written to a hidden temporary directory beside its target and renamed into place, so a
-    model server polling ``serving_base`` never sees half a version.
+    A model server polling ``serving_base`` never sees half a version (:func:`trainer.filesystem.
+    publish_directory`): locally each copy is written to a hidden temporary directory beside its target
+    and renamed into place; on a remote file system (``gs://``...), which cannot rename directories, the
+    files are copied into the version directory with ``saved_model.pb`` last, the file a server waits for.
 
     Args:
-      export_dir: a directory written by :func:`export_servables`.
-      serving_base: the serving directory (TF Serving's model base paths are ``<serving_base>/<name>``).
+      export_dir: a directory written by :func:`export_servables` (local or a TensorFlow file system URI).
+      serving_base: the serving directory (TF Serving's model base paths are ``<serving_base>/<name>``),
+        local or a TensorFlow file system URI.
       version: the version to write; None means one more than the largest version of any servable.
 
     Returns:
@@ -455,21 +442,14 @@ def push_servables(export_dir: str, serving_base: str, version: int | None = Non
       FileExistsError: the version already exists for a servable.
       ValueError: ``export_dir`` holds no servable.
     """
-    names = [name for name in SERVABLES if os.path.exists(os.path.join(export_dir, name, "saved_model.pb"))]
+    names = [name for name in SERVABLES if fs.exists(fs.join(export_dir, name, "saved_model.pb"))]
     if not names:
         raise ValueError(f"{export_dir} holds no servable ({', '.join(SERVABLES)})")
     if version is None:
-        version = 1 + max(latest_version(os.path.join(serving_base, name)) for name in names)
+        version = 1 + max(latest_version(fs.join(serving_base, name)) for name in names)
     for name in names:
-        target = os.path.join(serving_base, name, str(version))
-        if os.path.exists(target):
+        target = fs.join(serving_base, name, str(version))
+        if fs.exists(target):
             raise FileExistsError(f"{target} already exists")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{version}.", dir=os.path.dirname(target))
-        try:
-            shutil.copytree(os.path.join(export_dir, name), tmp, dirs_exist_ok=True)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        fs.publish_directory(fs.join(export_dir, name), target)
     return version

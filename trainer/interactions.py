@@ -8,22 +8,23 @@ Readers never guess past bad input: a malformed line raises :class:`LogFormatErr
 the file, the line and the offending text (``log.csv line 3: expected 3 fields, got 2: 'u1,i2'``), unless
 the caller asked to skip bad lines, in which case they are counted in a :class:`ReadReport`. Writers write
 to a temporary file beside the target and rename it, so an interrupted run never leaves half a log.
+Paths may be local or any TensorFlow file system URI (``gs://...``, :mod:`trainer.filesystem`); readers
+stream the file line by line either way, and TensorFlow is imported only for a URI.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import csv
 import dataclasses
 import json
 import os
 import statistics
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO
 
 from trainer import constants
+from trainer import filesystem as fs
+from trainer.filesystem import atomic_writer  # interactions.atomic_writer: what trainer/cli.py uses
 
 FORMATS = ("log", "sequences", "comirec", "amazon-json")
 _HEADER = ",".join(constants.LOG_COLUMNS)
@@ -183,7 +184,7 @@ def detect_format(path: str) -> str:
     Raises:
       LogFormatError: the file is empty.
     """
-    with open(path, encoding="utf-8") as f:
+    with fs.open_file(path) as f:
         for line in f:
             line = line.strip()
             if not line:
@@ -223,7 +224,7 @@ def read_interactions(
         raise ValueError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
     parse = _PARSERS[fmt]
     report = report if report is not None else ReadReport(path)
-    with open(path, encoding="utf-8", newline="") as f:
+    with fs.open_file(path) as f:
         for line_number, raw in enumerate(f, start=1):
             report.lines += 1
             line = raw.rstrip("\r\n")
@@ -243,26 +244,6 @@ def read_interactions(
                 continue
             report.interactions += len(events)
             yield from events
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str) -> Iterator[IO[str]]:
-    """Opens a temporary file beside ``path`` and renames it to ``path`` only on success.
-
-    An exception (or an interrupt) inside the ``with`` block removes the temporary file and leaves any
-    existing ``path`` untouched.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        raise
 
 
 def write_log(path: str, interactions: Iterable[Interaction]) -> int:

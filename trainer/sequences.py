@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from trainer import constants
-from trainer.interactions import Interaction, atomic_writer, group_by_user
+from trainer import filesystem as fs
+from trainer.interactions import Interaction, group_by_user
 
 _BUCKETS = sum(constants.SPLIT_RATIOS.values())
 
@@ -82,16 +83,16 @@ class Vocabulary:
 
     def save(self, path: str) -> None:
         """Writes ``item_id<TAB>count`` lines, most frequent first (atomically)."""
-        with atomic_writer(path) as f:
+        with fs.atomic_writer(path) as f:
             for item, count in zip(self.item_ids, self.counts):
                 f.write(f"{item}\t{count}\n")
 
     @classmethod
     def load(cls, path: str) -> "Vocabulary":
         items, counts = [], []
-        with open(path, encoding="utf-8") as f:
+        with fs.open_file(path) as f:
             for line_number, line in enumerate(f, start=1):
-                item, sep, count = line.rstrip("\n").rpartition("\t")
+                item, sep, count = line.rstrip("\r\n").rpartition("\t")
                 if not sep or not count.isdigit():
                     raise ValueError(
                         f"{os.path.basename(path)} line {line_number}: expected 'item_id<TAB>count'"

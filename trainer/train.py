@@ -16,11 +16,8 @@ improvement, the best weights restored and evaluated on test users. With an ``ou
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
-import shutil
 import statistics
 import sys
 import time
@@ -31,6 +28,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from trainer import batches
+from trainer import filesystem as fs
 from trainer.config import ModelConfig, without_diffusion
 from trainer.diagnostics import refinement_diagnostics
 from trainer.evaluation import Evaluator
@@ -46,6 +44,7 @@ TRAIN_COUNTS_FILE = "train_item_counts.json"  # pop's scores: counts over traini
 METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"  # under CHECKPOINT_DIR: the early-stopping state and history of the run
 LOG_DIR = "logs"
 
 
@@ -184,20 +183,13 @@ class _ValidationAndCheckpoint(keras.callbacks.Callback):
             # files the state no longer needs. A run killed anywhere resumes from a consistent state.
             if improved:
                 best = f"best-{step}"
-                self.model.save_weights(os.path.join(self.manager.directory, best, "weights"))
+                self.model.save_weights(fs.join(self.manager.directory, best, "weights"))
                 self.state["best_weights"] = best
             self.manager.save(checkpoint_number=step)
-            _write_json(os.path.join(self.manager.directory, "state.json"), self.state)
-            for name in os.listdir(self.manager.directory):
+            fs.write_json(fs.join(self.manager.directory, STATE_FILE), self.state)
+            for name in fs.listdir(self.manager.directory):
                 if name.startswith("best-") and name != self.state.get("best_weights"):
-                    shutil.rmtree(os.path.join(self.manager.directory, name), ignore_errors=True)
-
-
-def _write_json(path: str, value: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
+                    fs.rmtree(fs.join(self.manager.directory, name), ignore_errors=True)
 
 
 def _item_counts(data: SequenceData) -> np.ndarray:
@@ -229,19 +221,17 @@ def _resume_state(
     }
     if out_dir is None:
         return None, state
-    config_path = os.path.join(out_dir, CONFIG_FILE)
-    if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            previous = ModelConfig.from_json(f.read())
+    config_path = fs.join(out_dir, CONFIG_FILE)
+    if fs.exists(config_path):
+        previous = ModelConfig.from_json(fs.read_text(config_path))
         # The schedule's length may change between runs (train longer, be more patient); the model may not.
         if dataclasses.replace(previous, max_steps=config.max_steps, patience=config.patience) != config:
             raise ValueError(
                 f"{out_dir} holds a run with a different config; use another output directory " "or remove it"
             )
-    state_path = os.path.join(out_dir, CHECKPOINT_DIR, "state.json")
-    if os.path.exists(state_path):
-        with open(state_path, encoding="utf-8") as f:
-            state = json.load(f)
+    state_path = fs.join(out_dir, CHECKPOINT_DIR, STATE_FILE)
+    if fs.exists(state_path):
+        state = fs.read_json(state_path)
     return None, state
 
 
@@ -264,7 +254,8 @@ def train(
     Args:
       config: the model and schedule (:func:`trainer.config.variant_config`).
       data: the vocabulary and the train / eval / test users (:class:`trainer.sequences.SequenceData`).
-      out_dir: where to write the model, metrics, logs and checkpoints; None keeps everything in memory.
+      out_dir: where to write the model, metrics, logs and checkpoints, a local directory or a TensorFlow
+        file system URI (``gs://...``, through :mod:`trainer.filesystem`); None keeps everything in memory.
       verbose: Keras progress-bar verbosity (``auto``: a bar on a terminal, a line per period otherwise).
       ndcg: NDCG variant of the reported metrics (``rank``, ``standard`` or ``remi``).
       evaluate_test: evaluate the best weights on test users; False leaves ``test`` empty, for
@@ -280,18 +271,17 @@ def train(
     validation_set = evaluation_set(data.eval, config.max_length)
     test_set = evaluation_set(data.test, config.max_length) if evaluate_test else None
     if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
+        fs.makedirs(out_dir)
     _, state = _resume_state(out_dir, config)
     if out_dir is not None:
-        with open(os.path.join(out_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
-            f.write(config.to_json())
-        data.vocabulary.save(os.path.join(out_dir, VOCABULARY_FILE))
-        _write_json(os.path.join(out_dir, TRAIN_COUNTS_FILE), _item_counts(data).tolist())
+        fs.write_text(fs.join(out_dir, CONFIG_FILE), config.to_json())
+        data.vocabulary.save(fs.join(out_dir, VOCABULARY_FILE))
+        fs.write_json(fs.join(out_dir, TRAIN_COUNTS_FILE), _item_counts(data).tolist())
 
     backbone = None
     if config.diffusion and config.refiner_schedule == "two_stage":
         if backbone_dir is None and out_dir is not None:
-            backbone_dir = os.path.join(out_dir, "backbone")
+            backbone_dir = fs.join(out_dir, "backbone")
         backbone = train(backbone_config(config), data, backbone_dir, verbose, ndcg, evaluate_test=False)
         keras.utils.set_random_seed(config.seed)
 
@@ -322,9 +312,9 @@ def train(
             **({"backbone_optimizer": model.backbone_optimizer} if model.backbone_optimizer else {}),
         )
         # Two kept: a run killed after writing a checkpoint but before its state resumes from the one before.
-        manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
+        manager = tf.train.CheckpointManager(checkpoint, fs.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
         if manager.latest_checkpoint and state["epoch"]:
-            resumed = os.path.join(manager.directory, f"ckpt-{state['epoch'] * config.eval_every}")
+            resumed = fs.join(manager.directory, f"ckpt-{state['epoch'] * config.eval_every}")
             checkpoint.restore(resumed)
             print(f"resuming from step {state['epoch'] * config.eval_every} ({resumed})", file=sys.stderr)
     evaluator = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)
@@ -336,14 +326,14 @@ def train(
     validation = _ValidationAndCheckpoint(evaluator, config, manager, state, coarse_evaluator)
     if manager is not None and state["best_step"]:
         best = state.get("best_weights", "best")
-        model.load_weights(os.path.join(manager.directory, best, "weights")).expect_partial()
+        model.load_weights(fs.join(manager.directory, best, "weights")).expect_partial()
         validation.best_weights = model.get_weights()
         if resumed is not None:
             checkpoint.restore(resumed)
     callbacks: list[keras.callbacks.Callback] = [validation]
     if out_dir is not None:
         callbacks.append(
-            keras.callbacks.TensorBoard(os.path.join(out_dir, LOG_DIR), write_graph=False, profile_batch=0)
+            keras.callbacks.TensorBoard(fs.join(out_dir, LOG_DIR), write_graph=False, profile_batch=0)
         )
 
     sampler = batches.BatchSampler(
@@ -390,8 +380,8 @@ def _save(result: TrainingResult, vocabulary: Vocabulary, out_dir: str | None) -
     if out_dir is None:
         return
     if isinstance(result.model, DMIModel):
-        result.model.save_weights(os.path.join(out_dir, MODEL_DIR, "weights"))
-    _write_json(os.path.join(out_dir, METRICS_FILE), result.metrics())
+        result.model.save_weights(fs.join(out_dir, MODEL_DIR, "weights"))
+    fs.write_json(fs.join(out_dir, METRICS_FILE), result.metrics())
 
 
 def load_model(out_dir: str) -> tuple[ModelConfig, Vocabulary, DMIModel | PopularityModel]:
@@ -400,20 +390,21 @@ def load_model(out_dir: str) -> tuple[ModelConfig, Vocabulary, DMIModel | Popula
     ``pop`` ranks by the training users' item counts, as in training (the vocabulary's counts include the
     evaluation and test users: ranking by them would leak).
 
+    Args:
+      out_dir: the directory :func:`train` wrote, local or a TensorFlow file system URI.
+
     Returns:
       ``(config, vocabulary, model)`` with the best weights loaded.
     """
-    with open(os.path.join(out_dir, CONFIG_FILE), encoding="utf-8") as f:
-        config = ModelConfig.from_json(f.read())
-    vocabulary = Vocabulary.load(os.path.join(out_dir, VOCABULARY_FILE))
+    config = ModelConfig.from_json(fs.read_text(fs.join(out_dir, CONFIG_FILE)))
+    vocabulary = Vocabulary.load(fs.join(out_dir, VOCABULARY_FILE))
     counts = None
-    counts_path = os.path.join(out_dir, TRAIN_COUNTS_FILE)
-    if os.path.exists(counts_path):  # runs written before it existed rank pop by the vocabulary's counts
-        with open(counts_path, encoding="utf-8") as f:
-            counts = np.asarray(json.load(f), dtype=np.int64)
+    counts_path = fs.join(out_dir, TRAIN_COUNTS_FILE)
+    if fs.exists(counts_path):  # runs written before it existed rank pop by the vocabulary's counts
+        counts = np.asarray(fs.read_json(counts_path), dtype=np.int64)
         if len(counts) != len(vocabulary):
             raise ValueError(f"{counts_path} has {len(counts)} counts for {len(vocabulary)} items")
     model = build_model(config, vocabulary, counts)
     if isinstance(model, DMIModel):
-        model.load_weights(os.path.join(out_dir, MODEL_DIR, "weights")).expect_partial()
+        model.load_weights(fs.join(out_dir, MODEL_DIR, "weights")).expect_partial()
     return config, vocabulary, model

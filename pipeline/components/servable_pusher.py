@@ -2,14 +2,13 @@
 
 Each servable of the Trainer's model (``dmi``, ``dmi_exact``) goes to ``<serving_base>/<name>/<version>/``
 with ``version`` one more than the largest integer version already there, through
-:func:`trainer.export.push_servables` (each copy written beside its target and renamed into place, so a
-model server polling the directory never loads half a version). A model that was not blessed is not
-copied.
+:func:`trainer.export.push_servables`: a model server polling the directory never loads half a version
+(locally each copy is written beside its target and renamed into place; on a remote serving base such as
+``gs://``, ``saved_model.pb`` is copied last). A model that was not blessed is not copied.
 """
 
 import dataclasses
 import json
-import os
 
 import trainer  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
 from absl import logging
@@ -18,6 +17,7 @@ from tfx.utils import path_utils
 
 from pipeline.components import blessing
 from trainer import export
+from trainer import filesystem as fs
 
 # Custom properties of the PushedModel artifact (the names TFX's own Pusher uses, plus the servables).
 PUSHED = "pushed"  # int, 1 or 0
@@ -40,7 +40,8 @@ def push(model_uri: str, blessed: bool, serving_base: str) -> Push | None:
     Args:
       model_uri: the Trainer's model artifact (servables under ``Format-Serving``).
       blessed: the evaluator's decision.
-      serving_base: the directory TF Serving's model base paths are under (``<serving_base>/<name>``).
+      serving_base: the directory TF Serving's model base paths are under (``<serving_base>/<name>``),
+        local or a TensorFlow file system URI (``gs://...``).
 
     Returns:
       What was pushed, or None when the model is not blessed (nothing copied).
@@ -51,8 +52,8 @@ def push(model_uri: str, blessed: bool, serving_base: str) -> Push | None:
     if not blessed:
         return None
     version = export.push_servables(path_utils.serving_model_dir(model_uri), serving_base)
-    servables = {name: os.path.join(serving_base, name, str(version)) for name in export.SERVABLES}
-    return Push(version, {name: path for name, path in servables.items() if os.path.isdir(path)})
+    servables = {name: fs.join(serving_base, name, str(version)) for name in export.SERVABLES}
+    return Push(version, {name: path for name, path in servables.items() if fs.isdir(path)})
 
 
 @tfx.dsl.components.component

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
 
 from pipeline.components import servable_pusher
 from trainer import export
+from trainer import filesystem as fs
 
 
 def _model_artifact(root: Path, marker: str) -> str:
@@ -60,7 +63,7 @@ def test_a_failed_copy_leaves_no_partial_version(tmp_path, monkeypatch):
         Path(target, "half-written").write_text("")
         raise OSError("disk full")
 
-    monkeypatch.setattr(export.shutil, "copytree", failing_copytree)
+    monkeypatch.setattr(shutil, "copytree", failing_copytree)
     with pytest.raises(OSError, match="disk full"):
         servable_pusher.push(model, True, str(serving))
     assert _versions(serving, "dmi") == [] and _versions(serving, "dmi_exact") == []
@@ -70,3 +73,39 @@ def test_a_model_without_servables_is_an_error(tmp_path):
     (tmp_path / "model" / "Format-Serving").mkdir(parents=True)
     with pytest.raises(ValueError, match="holds no servable"):
         servable_pusher.push(str(tmp_path / "model"), True, str(tmp_path / "serving"))
+
+
+def _remote_model_artifact(root: str, marker: str) -> str:
+    """:func:`_model_artifact` on a TensorFlow file system URI."""
+    for name in export.SERVABLES:
+        servable = fs.join(root, "Format-Serving", name)
+        fs.write_text(fs.join(servable, "variables", "variables.index"), marker)
+        fs.write_text(fs.join(servable, "saved_model.pb"), f"{marker} {name}")
+    return root
+
+
+def test_pushes_to_a_remote_serving_base(tmp_path, ram_root):
+    serving = fs.join(ram_root, "serving")
+    first = servable_pusher.push(_model_artifact(tmp_path / "m1", "m1"), True, serving)  # local model
+    second = servable_pusher.push(_remote_model_artifact(fs.join(ram_root, "m2"), "m2"), True, serving)
+    assert (first.version, second.version) == (1, 2)
+    assert second.servables == {name: f"{serving}/{name}/2" for name in export.SERVABLES}
+    for name in export.SERVABLES:
+        assert sorted(fs.listdir(fs.join(serving, name))) == ["1", "2"]
+        assert fs.read_text(fs.join(serving, name, "1", "saved_model.pb")) == f"m1 {name}"
+        assert fs.read_text(fs.join(serving, name, "2", "saved_model.pb")) == f"m2 {name}"
+        assert fs.read_text(fs.join(serving, name, "2", "variables", "variables.index")) == "m2"
+
+
+def test_a_failed_remote_copy_leaves_no_partial_version(ram_root, monkeypatch):
+    serving = fs.join(ram_root, "serving")
+    model = _remote_model_artifact(fs.join(ram_root, "model"), "m1")
+
+    def failing_copy(source, target, overwrite=False):
+        raise tf.errors.ResourceExhaustedError(None, None, "quota exceeded")
+
+    monkeypatch.setattr(tf.io.gfile, "copy", failing_copy)
+    with pytest.raises(tf.errors.ResourceExhaustedError, match="quota"):
+        servable_pusher.push(model, True, serving)
+    assert fs.listdir(fs.join(serving, export.SCANN)) == []
+    assert not fs.exists(fs.join(serving, export.EXACT))
