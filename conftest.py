@@ -21,3 +21,9 @@ def ram_root_factory() -> Callable[[], str]:
 def ram_root(ram_root_factory) -> str:
     """A fresh directory on ``ram://`` (see :func:`ram_root_factory`)."""
     return ram_root_factory()
+
+
+@pytest.fixture(params=["local", "ram"])
+def any_root(request, tmp_path) -> str:
+    """An empty directory, once local and once on ``ram://``: for tests that must hold on both."""
+    return str(tmp_path) if request.param == "local" else request.getfixturevalue("ram_root")

@@ -308,7 +308,7 @@ def _is_ram(path: str) -> bool:
 def _listed_by_parent(path: str) -> bool:
     """Whether the parent directory of a ram:// path lists its name (the top level is taken as is)."""
     directory, name = posixpath.split(path.rstrip("/"))
-    if directory.endswith(":") or directory.endswith(":/"):
+    if directory.endswith(":"):  # ram://name itself
         return True
     return name in {entry.rstrip("/") for entry in _gfile().listdir(directory)}
 

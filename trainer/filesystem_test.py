@@ -22,10 +22,10 @@ import tensorflow as tf
 from trainer import filesystem as fs
 
 
-@pytest.fixture(params=["local", "ram"])
-def root(request, tmp_path) -> str:
-    """An empty directory: a local one, or one on ``ram://``."""
-    return str(tmp_path) if request.param == "local" else request.getfixturevalue("ram_root")
+@pytest.fixture
+def root(any_root) -> str:
+    """An empty directory: a local one, or one on ``ram://`` (conftest.py)."""
+    return any_root
 
 
 def _put(path: str, text: str) -> None:

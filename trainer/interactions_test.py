@@ -1,10 +1,12 @@
 """Tests for the interaction-log readers, converters, k-core filter and statistics."""
 
+import dataclasses
 import json
 import os
 
 import pytest
 
+from trainer import filesystem as fs
 from trainer import interactions
 from trainer.interactions import Interaction
 
@@ -99,11 +101,27 @@ def test_log_round_trip_is_identity(tmp_path):
         ("amazon-json", '{"asin": "B", "unixReviewTime": 1}\n', "log.txt line 1: missing key(s) reviewerID"),
     ],
 )
-def test_bad_lines_name_file_line_and_text(tmp_path, fmt, text, message):
-    path = _write(tmp_path, "log.txt", text)
+def test_bad_lines_name_file_line_and_text(any_root, fmt, text, message):
+    path = fs.join(any_root, "log.txt")  # a local file, or one on a TensorFlow file system (ram://)
+    fs.write_text(path, text)
     with pytest.raises(interactions.LogFormatError) as error:
         list(interactions.read_interactions(path, fmt))
     assert str(error.value).startswith(message)
+
+
+def test_remote_logs_read_and_write_as_local_ones(tmp_path, ram_root):
+    """CRLF line ends and a bad line: the same events, the same line numbers, local or on ram://."""
+    text = "user_id,item_id,timestamp\r\nu1,i1,1\r\nu1,i2,2\r\nbad\r\nu2,i1,3\r\n"
+    reports = {}
+    for root in (str(tmp_path), ram_root):
+        fs.write_text(fs.join(root, "in.csv"), text)
+        reports[root] = interactions.convert(fs.join(root, "in.csv"), fs.join(root, "log.csv"), skip_bad=True)
+    local, remote = reports[str(tmp_path)], reports[ram_root]
+    assert dataclasses.astuple(remote)[1:] == dataclasses.astuple(local)[1:]  # all but the path
+    assert remote.bad_examples == ["in.csv line 4: expected 3 fields, got 1: 'bad'"]
+    assert fs.read_text(fs.join(ram_root, "log.csv")) == fs.read_text(str(tmp_path / "log.csv"))
+    assert _read(fs.join(ram_root, "log.csv")) == [("u1", "i1", 1), ("u1", "i2", 2), ("u2", "i1", 3)]
+    assert sorted(fs.listdir(ram_root)) == ["in.csv", "log.csv"]  # no temporary file left
 
 
 def test_skip_bad_counts_and_reports(tmp_path):
