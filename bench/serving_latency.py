@@ -218,11 +218,15 @@ def saved_model_function(path: str) -> tuple[Any, Callable[[Any], Any]]:
 
 def servable_function(model: Any, vocabulary: Any, max_top_n: int, leaves: int, searched: int) -> Callable:
     """The ScaNN serving graph built in memory (no SavedModel): for the parameter sweep."""
+    import tempfile
+
     import tensorflow as tf
 
-    from trainer.export import RetrievalServable
+    from trainer.export import ITEM_VOCABULARY_FILE, RetrievalServable, write_vocabulary_file
 
-    servable = RetrievalServable(model, vocabulary, TOP_N, max_top_n, True, leaves, searched)
+    with tempfile.TemporaryDirectory() as directory:  # read when the lookup tables are built, right here
+        vocabulary_file = write_vocabulary_file(vocabulary, os.path.join(directory, ITEM_VOCABULARY_FILE))
+        servable = RetrievalServable(model, vocabulary, vocabulary_file, TOP_N, max_top_n, True, leaves, searched)
     function = tf.function(
         lambda history: servable.retrieve(history, tf.constant(TOP_N), tf.constant(False)),
         input_signature=[tf.TensorSpec([None, None], tf.string)],

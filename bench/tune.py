@@ -99,7 +99,22 @@ DEFAULT_TRIALS: tuple[str, ...] = (
         ("ts_nores_blr1e-5", f"{_TS_NORES},backbone_learning_rate=0.00001"),
         ("ts_blr3e-5_eta0", "refiner_schedule=two_stage,backbone_learning_rate=0.00003,eta=0"),
     )
-) + ("remi_K8=remi:num_interests=8",)
+) + ("remi_K8=remi:num_interests=8",) + tuple(
+    # Around the issue-10 default (two-stage, backbone rate 3e-5, no query residual), one option at a time,
+    # two seeds each: the current defaults spelled as they are (`dmi` with no override is the default).
+    f"{name}=dmi{':' + changes if changes else ''}"
+    for name, changes in (
+        ("dmi", ""),
+        ("ts_mlp", "denoiser=mlp"),
+        ("ts_g0.3", "gamma=0.3"),
+        ("ts_g0.1", "gamma=0.1"),
+        ("ts_drop0.1", "denoiser_dropout=0.1"),
+        ("ts_drop0.3", "denoiser_dropout=0.3"),
+        ("ts_K8", "num_interests=8"),
+        ("ts_amax8e-3", "alpha_max=0.008"),
+        ("ts_lambda1", "diffusion_weight=1"),
+    )
+)
 # Early stopping of the search: 3 evaluations without improvement (the reproduction uses the protocol's
 # schedule); the best validation Recall@50 of a run is what is compared.
 SEARCH_PATIENCE = 3

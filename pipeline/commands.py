@@ -78,7 +78,7 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> None:
     """
     run = subparsers.add_parser(
         "run",
-        help="run the TFX pipeline locally: log -> examples -> validation -> Transform -> Trainer -> "
+        help="run the TFX pipeline locally: log -> examples -> validation -> Trainer -> "
         "evaluation -> push",
         description="Run the whole TFX pipeline on this machine (LocalDagRunner, SQLite ML Metadata and the "
         "pipeline root under --out, Beam's DirectRunner on all cores). Re-running with unchanged inputs reuses "

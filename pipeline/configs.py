@@ -17,8 +17,7 @@ from typing import Any
 
 PIPELINE_NAME = "dmi-rec"
 
-# The functions of the TFX module (trainer/tfx_module.py), by import path.
-PREPROCESSING_FN = "trainer.tfx_module.preprocessing_fn"
+# The Trainer's function (trainer/tfx_module.py), by import path.
 RUN_FN = "trainer.tfx_module.run_fn"
 
 # Model and blessing.

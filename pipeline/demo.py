@@ -1,7 +1,7 @@
 """``dmirec demo``: the main job end to end on the default synthetic data, from raw log to served top-N.
 
 1. writes the default synthetic interaction log (``trainer.synthetic``);
-2. runs the TFX pipeline on it (``pipeline.local_runner``: ExampleGen -> validation -> Transform ->
+2. runs the TFX pipeline on it (``pipeline.local_runner``: ExampleGen -> validation ->
    Trainer -> evaluator -> pusher), which trains DMI and pushes the blessed servables (``dmi``,
    ``dmi_exact``) to ``<out>/serving``;
 3. starts the local model server (TF Serving's gRPC API) on loopback, asks it for the top-10 items of a
@@ -18,13 +18,26 @@ from pipeline import configs, local_runner
 from serving.client import RetrievalClient
 from serving.config import ModelConfig, ServerOptions
 from serving.server import ModelServer
-from trainer import export, interactions, synthetic
-from trainer.config import variant_config
-from trainer.sequences import SequenceData, evaluation_set
+from trainer import constants, export, interactions, synthetic
+from trainer.sequences import protocol_cut, user_sequence, user_split
 
 # Small enough to train in about a minute on 2 cores, long enough to separate the models clearly.
 DEMO_OVERRIDES = {"max_steps": 2000, "eval_every": 500, "patience": 3}
 DEMO_USERS = 3
+
+
+def held_out_users(log: str, count: int) -> list[tuple[str, list[str], set[str]]]:
+    """The first ``count`` test users of ``log`` (by id) the protocol can cut: ``(user, history, targets)``."""
+    by_user = interactions.group_by_user(interactions.read_interactions(log))
+    users = []
+    for user in sorted(by_user):
+        sequence = user_sequence(by_user[user])
+        cut = protocol_cut(len(sequence))
+        if user_split(user) == constants.TEST and cut is not None:
+            users.append((user, sequence[:cut], set(sequence[cut:])))
+        if len(users) == count:
+            break
+    return users
 
 
 def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
@@ -51,9 +64,9 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
     if summary.pushed:
         print(f"pushed version {summary.version} to {serving_base}")
 
-    # Held-out (test) users of the same seeded split the pipeline used; their histories as raw ids.
-    data = SequenceData.from_interactions(interactions.read_interactions(log))
-    users = evaluation_set(data.test, variant_config(model, DEMO_OVERRIDES).max_length)
+    # Held-out (test) users of the same seeded split the pipeline used, cut as the protocol cuts them: raw
+    # ids all the way (the servable takes and returns ids; it keeps the last L of a history itself).
+    users = held_out_users(log, DEMO_USERS)
     options = ServerOptions(
         models=tuple(ModelConfig(name, os.path.join(serving_base, name)) for name in export.SERVABLES), port=0
     )
@@ -62,14 +75,12 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
         for name in export.SERVABLES:
             with RetrievalClient(server.address, name) as client:
                 latencies = []
-                for row in range(DEMO_USERS):
-                    history = [data.vocabulary.item_ids[i - 1] for i in users.histories[row] if i]
+                for user, history, targets in users:
                     start = time.perf_counter()
                     items = client.retrieve([history], top_n=top_n)[0]
                     latencies.append(1000 * (time.perf_counter() - start))
-                    targets = {data.vocabulary.item_ids[i - 1] for i in users.targets[row]}
                     hits = sum(item in targets for item, _ in items)
-                    print(f"[{name}] user {users.user_ids[row]}, last items {' '.join(history[-5:])}")
+                    print(f"[{name}] user {user}, last items {' '.join(history[-5:])}")
                     print(f"  top-{top_n}: " + " ".join(f"{item}({score:.2f})" for item, score in items))
                     print(f"  {hits} of {len(targets)} held-out items in the list")
                 print(f"[{name}] gRPC latency per call: median {statistics.median(latencies):.1f} ms")

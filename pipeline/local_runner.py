@@ -21,6 +21,7 @@ from tfx import v1 as tfx
 
 from pipeline import configs, run_summary
 from pipeline.pipeline import create_pipeline
+from trainer import filesystem as fs
 
 
 def metadata_config(out_dir: str) -> metadata_store_pb2.ConnectionConfig:
@@ -28,6 +29,11 @@ def metadata_config(out_dir: str) -> metadata_store_pb2.ConnectionConfig:
     return tfx.orchestration.metadata.sqlite_metadata_connection_config(
         os.path.join(os.path.abspath(out_dir), configs.METADATA_FILE)
     )
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute (the components run elsewhere than the caller's directory); URIs as given."""
+    return path if fs.is_uri(path) else os.path.abspath(path)
 
 
 def run(
@@ -46,7 +52,8 @@ def run(
       settings: what to train and when to push (default :class:`~pipeline.configs.PipelineSettings()`: its
         Beam options run the DirectRunner with one worker process per core;
         :data:`~pipeline.configs.IN_PROCESS_BEAM_ARGS` runs it inside this process).
-      serving_base: where blessed servables are pushed; default ``<out_dir>/serving``.
+      serving_base: where blessed servables are pushed, local or a TensorFlow file system URI
+        (``gs://...``); default ``<out_dir>/serving``.
       schema_path: the examples' schema.
 
     Returns:
@@ -58,7 +65,7 @@ def run(
         validation gate; the components after it did not run.
     """
     settings = settings or configs.PipelineSettings()
-    if not os.path.exists(log):
+    if not fs.exists(log):
         raise FileNotFoundError(f"no interaction log at {log}")
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -66,9 +73,9 @@ def run(
     pipeline = create_pipeline(
         settings,
         pipeline_root=os.path.join(out_dir, configs.PIPELINE_ROOT_DIR),
-        input_base=os.path.abspath(log),
+        input_base=_absolute(log),
         schema_path=os.path.abspath(schema_path),
-        serving_base=os.path.abspath(serving_base or os.path.join(out_dir, configs.SERVING_DIR)),
+        serving_base=_absolute(serving_base or os.path.join(out_dir, configs.SERVING_DIR)),
         metadata_connection_config=connection,
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)

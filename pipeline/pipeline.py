@@ -5,19 +5,22 @@
 
 1. SequenceExampleGen: logs -> one example per user, split 8:1:1 by user; malformed rows quarantined.
 2. StatisticsGen, ImportSchemaGen (``schemas/user_sequences.pbtxt``), ExampleValidator, and the
-   ValidationGate, which fails the run on any anomaly; Transform reads the schema the gate passes on.
-3. Transform (``trainer.tfx_module.preprocessing_fn``): item ids -> indices 1..N by descending frequency.
-   The vocabulary is analyzed over train, eval *and* test users, as the protocol re-indexes the whole data
-   set (ComiRec; ``dmirec train`` does the same): items that only eval or test users have would otherwise
-   be unknown, unretrievable and silently dropped from those users' histories and targets. Ids carry no
-   label information, so this leaks nothing but the catalogue, which a retrieval system has anyway.
-4. Trainer (``trainer.tfx_module.run_fn`` -> ``trainer.train.train``, then the ``dmi`` and ``dmi_exact``
-   servables); the variant and its ``ModelConfig`` overrides travel in ``custom_config``.
-5. RetrievalEvaluator: test metrics of ``dmi_exact``; blesses when Recall@50 clears the threshold and is
+   ValidationGate, which fails the run on any anomaly; the Trainer and the evaluator read the schema the
+   gate passes on, so neither runs on examples that failed validation.
+3. Trainer (``trainer.tfx_module.run_fn`` -> ``trainer.train.train``, then the ``dmi`` and ``dmi_exact``
+   servables) reads SequenceExampleGen's examples, raw ids, once the gate passed their schema, and builds
+   the item vocabulary itself, over train, eval *and* test users, with the code ``dmirec train`` uses
+   (the protocol re-indexes the whole data set, as ComiRec does: items only eval or test users have would
+   otherwise be unknown, unretrievable and silently dropped from those users' histories and targets; ids
+   carry no label information, so this leaks nothing but the catalogue, which a retrieval system has
+   anyway). The servables carry that vocabulary as their asset: raw ids are all they take and return.
+   There is no Transform (see ``docs/architecture.md``). The variant and its ``ModelConfig`` overrides
+   travel in ``custom_config``.
+4. RetrievalEvaluator: test metrics of ``dmi_exact``; blesses when Recall@50 clears the threshold and is
    not worse (beyond a tolerance) than the latest blessed model's on the same test users. That model comes
    in as an input from a ``Resolver`` (``LatestBlessedModelStrategy``), as in the TFX templates, so the
    local and the Kubeflow runs compare alike.
-6. ServablePusher: copies blessed servables to ``<serving_base>/<name>/<version>/``.
+5. ServablePusher: copies blessed servables to ``<serving_base>/<name>/<version>/``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from pipeline.components import RetrievalEvaluator, ServablePusher, ValidationGa
 from pipeline.sequence_example_gen import SequenceExampleGen
 from trainer import constants, tfx_module
 
-SPLITS = tuple(constants.SPLIT_RATIOS)
 # Node ids the run summary (run_summary.py) looks up.
 BASELINE_RESOLVER_ID = "latest_blessed_model_resolver"
 EVALUATOR_ID = "RetrievalEvaluator"
@@ -78,17 +80,10 @@ def create_pipeline(
     validation_gate = ValidationGate(
         anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"]
     )
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=validation_gate.outputs["validated_schema"],
-        preprocessing_fn=configs.PREPROCESSING_FN,
-        splits_config=tfx.proto.SplitsConfig(analyze=list(SPLITS), transform=list(SPLITS)),
-        disable_statistics=True,
-    )
     model_trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
+        examples=example_gen.outputs["examples"],
+        schema=validation_gate.outputs["validated_schema"],
         train_args=tfx.proto.TrainArgs(splits=[constants.TRAIN]),
         eval_args=tfx.proto.EvalArgs(splits=[constants.EVAL, constants.TEST]),
         # Serialized as JSON with sorted keys (tuples become lists): the Trainer's cache key does not depend
@@ -102,8 +97,8 @@ def create_pipeline(
     ).with_id(BASELINE_RESOLVER_ID)
     evaluator = RetrievalEvaluator(
         model=model_trainer.outputs["model"],
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
+        examples=example_gen.outputs["examples"],
+        schema=validation_gate.outputs["validated_schema"],
         baseline_model=latest_blessed.outputs["model"],
         min_recall=settings.min_recall,
         recall_tolerance=settings.recall_tolerance,
@@ -122,7 +117,6 @@ def create_pipeline(
             schema_gen,
             example_validator,
             validation_gate,
-            transform,
             model_trainer,
             latest_blessed,
             evaluator,

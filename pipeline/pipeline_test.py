@@ -36,16 +36,15 @@ def test_the_dag_in_order():
     components = _components()
     assert list(components) == [
         "ImportSchemaGen", "SequenceExampleGen", pipeline.BASELINE_RESOLVER_ID, "StatisticsGen",
-        "ExampleValidator", "ValidationGate", "Transform", "Trainer", pipeline.EVALUATOR_ID, pipeline.PUSHER_ID,
-    ]  # topological order (nodes without inputs first)
+        "ExampleValidator", "ValidationGate", "Trainer", pipeline.EVALUATOR_ID, pipeline.PUSHER_ID,
+    ]  # topological order (nodes without inputs first); no Transform: raw ids go to the Trainer
     assert _producer(components["ExampleValidator"], "statistics") == ("StatisticsGen", "statistics")
     assert _producer(components["ValidationGate"], "anomalies") == ("ExampleValidator", "anomalies")
-    # Transform (and so Trainer) only ever sees examples that passed validation.
-    assert _producer(components["Transform"], "schema") == ("ValidationGate", "validated_schema")
-    assert _producer(components["Trainer"], "examples") == ("Transform", "transformed_examples")
-    assert _producer(components["Trainer"], "transform_graph") == ("Transform", "transform_graph")
+    # The Trainer and the evaluator only ever see examples that passed validation (the gate's schema).
+    for node in ("Trainer", pipeline.EVALUATOR_ID):
+        assert _producer(components[node], "examples") == ("SequenceExampleGen", "examples")
+        assert _producer(components[node], "schema") == ("ValidationGate", "validated_schema")
     assert _producer(components[pipeline.EVALUATOR_ID], "model") == ("Trainer", "model")
-    assert _producer(components[pipeline.EVALUATOR_ID], "examples") == ("Transform", "transformed_examples")
     assert _producer(components[pipeline.PUSHER_ID], "model_blessing") == (pipeline.EVALUATOR_ID, "blessing")
     # The baseline is the latest blessed model, handed over by TFX's Resolver (no ML Metadata connection).
     resolver = components[pipeline.BASELINE_RESOLVER_ID]
@@ -60,14 +59,8 @@ def test_components_carry_the_settings():
     assert (gen["input_base"], gen["split_seed"], gen["min_user"], gen["min_item"]) == ("/logs/2024-06", 3, 5, 4)
     assert components["ImportSchemaGen"].exec_properties["schema_file"] == PATHS["schema_path"]
 
-    transform = components["Transform"].exec_properties
-    assert transform["preprocessing_fn"] == configs.PREPROCESSING_FN and transform["module_file"] is None
-    assert json.loads(transform["splits_config"]) == {
-        "analyze": ["train", "eval", "test"], "transform": ["train", "eval", "test"]
-    }
-
     trainer = components["Trainer"].exec_properties
-    assert trainer["run_fn"] == configs.RUN_FN
+    assert trainer["run_fn"] == configs.RUN_FN and trainer["module_file"] is None
     assert json.loads(trainer["train_args"]) == {"splits": ["train"]}
     assert json.loads(trainer["eval_args"]) == {"splits": ["eval", "test"]}
     assert json.loads(trainer["custom_config"]) == {

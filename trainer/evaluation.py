@@ -8,23 +8,36 @@ unless ``ndcg="remi"`` asks for REMI's set-order variant (labelled as such in ev
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 import tensorflow as tf
 
+from trainer import constants, export
 from trainer.metrics import MetricsAccumulator
 from trainer.model import DMIModel, PopularityModel
-from trainer.sequences import EvaluationSet
+from trainer.sequences import EncodedSequences, EvaluationSet, Vocabulary, evaluation_set
 
 DEFAULT_CUTOFFS = (20, 50)
+
+
+class Recommender(Protocol):
+    """What :class:`Evaluator` evaluates: a trained model, the popularity baseline, or a servable."""
+
+    num_items: int
+
+    def recommend(self, history: tf.Tensor, n: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """The top-``n`` items of each (batch, L) history of indices: ``(scores, indices)``, (batch, n)."""
+        ...
 
 
 class Evaluator:
     """Evaluates a model on one :class:`EvaluationSet`, reusing one compiled retrieval function.
 
     Args:
-      model: a :class:`DMIModel` or a :class:`PopularityModel`.
+      model: a :class:`DMIModel`, a :class:`PopularityModel` or another :class:`Recommender` (e.g.
+        :class:`SavedModelRecommender`).
       evaluation_set: the cut users.
       cutoffs: list lengths N to report.
       ndcg: ``rank`` (default), ``standard`` or ``remi`` (see :mod:`trainer.metrics`).
@@ -35,7 +48,7 @@ class Evaluator:
 
     def __init__(
         self,
-        model: DMIModel | PopularityModel,
+        model: Recommender,
         evaluation_set: EvaluationSet,
         cutoffs: Sequence[int] = DEFAULT_CUTOFFS,
         ndcg: str = "rank",
@@ -75,3 +88,67 @@ class Evaluator:
                 top = np.concatenate([top, np.broadcast_to(fill, (len(top), len(fill)))], axis=1)
             accumulator.update(top, targets[start : start + self.batch_size])
         return accumulator.result()
+
+
+class SavedModelRecommender:
+    """An exported servable (raw ids in, raw ids out) as a :class:`Recommender` of a vocabulary's indices.
+
+    The metrics count hits by index, so the evaluated users' items are indexed by ``vocabulary``; the
+    servable sees raw ids only: each history goes to it as ids (index 0 as "", which it ignores, like any
+    id it does not know), and the ids it answers are indexed again.
+
+    Args:
+      saved_model_dir: a servable written by :func:`trainer.export.export_servables`.
+      vocabulary: indexes every item of the evaluated users and every item the servable may answer.
+      num_items: how many items the servable ranks (its catalogue).
+    """
+
+    def __init__(self, saved_model_dir: str, vocabulary: Vocabulary, num_items: int):
+        self.num_items = num_items
+        self._loaded = tf.saved_model.load(saved_model_dir)  # the signature needs the object alive
+        self._serve = self._loaded.signatures["serving_default"]
+        self._item_ids = tf.constant(("",) + vocabulary.item_ids)
+        self._indices = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(self._item_ids[1:], tf.range(1, len(vocabulary) + 1)),
+            default_value=constants.PADDING_INDEX,
+        )
+
+    def recommend(self, history: tf.Tensor, n: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """The servable's top-``n`` items of each history: ``(scores, indices)``, each (batch, n)."""
+        outputs = self._serve(
+            history=tf.gather(self._item_ids, history),
+            top_n=tf.constant(n, tf.int32),
+            exclude_history=tf.constant(False),
+        )
+        return outputs["scores"], self._indices.lookup(outputs["item_ids"])
+
+
+def evaluate_saved_model(
+    saved_model_dir: str, users: Mapping[str, Sequence[str]], ndcg: str = "rank"
+) -> tuple[dict[str, float], int]:
+    """Protocol metrics of an exported servable on users given by raw item ids.
+
+    Each user is cut as the protocol says (:func:`trainer.sequences.evaluation_set`) and the servable is
+    asked for the top items of the whole history (it keeps the last L itself, as the protocol's cut does).
+    Items are indexed for the hit count by the servable's own vocabulary (its asset) followed by the
+    users' items it does not know: those count as targets it can never retrieve, so a servable trained on
+    another catalogue (an earlier blessed model) is scored fairly on the same users.
+
+    Args:
+      saved_model_dir: the servable.
+      users: user id -> raw item ids in time order.
+      ndcg: the NDCG variant (see :mod:`trainer.metrics`).
+
+    Returns:
+      ``(metrics, users evaluated)``: Recall/HitRate/NDCG at 20 and 50.
+
+    Raises:
+      ValueError: no user has a sequence the protocol can cut.
+    """
+    served = export.servable_item_ids(saved_model_dir)
+    unknown = sorted({item for items in users.values() for item in items} - set(served))
+    vocabulary = Vocabulary(served + tuple(unknown), (0,) * (len(served) + len(unknown)))
+    encoded = EncodedSequences.from_index_lists(list(users), [vocabulary.lookup(items) for items in users.values()])
+    cut = evaluation_set(encoded, max_length=int(encoded.lengths.max(initial=1)))
+    recommender = SavedModelRecommender(saved_model_dir, vocabulary, num_items=len(served))
+    return Evaluator(recommender, cut, ndcg=ndcg)(), len(cut)

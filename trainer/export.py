@@ -8,9 +8,12 @@ One trained model gives two servables, side by side (TF Serving's layout once pu
 - ``dmi_exact``: the same user tower with exact brute-force scoring (Eq. 20) in stock TF ops, so stock TF
   Serving serves it.
 
-Both graphs hold the whole request path: raw string item ids -> indices (a lookup table over the
-training vocabulary; unknown ids and "" map to 0, the padding index, and are ignored) -> the user tower
-with the unrolled DDIM refinement -> Eq. 20 over all items -> raw ids of the top-N. Signatures:
+Both graphs hold the whole request path: raw string item ids -> indices (lookup tables over the training
+vocabulary, which each SavedModel carries as its asset ``assets/item_ids.txt``, one id per line, line
+``i`` being index ``i + 1``; unknown ids and "" map to 0, the padding index, and are ignored) -> the user
+tower with the unrolled DDIM refinement -> Eq. 20 over all items -> raw ids of the top-N. Raw ids are all
+that goes in and out: indices never leave the graph (:func:`servable_item_ids` reads the asset back).
+Signatures:
 
 - ``serving_default(history: string [batch, max_len], top_n: int32 = default_top_n,
   exclude_history: bool = False) -> {item_ids: string [batch, top_n], scores: float32 [batch, top_n]}``.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +45,8 @@ EXACT = "dmi_exact"
 SCANN = "dmi"
 SERVABLES = (SCANN, EXACT)
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# The vocabulary asset of every servable (``<servable>/assets/<ITEM_VOCABULARY_FILE>``).
+ITEM_VOCABULARY_FILE = "item_ids.txt"
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
@@ -105,6 +111,7 @@ class RetrievalServable(tf.Module):
         self,
         model: DMIModel,
         vocabulary: Vocabulary,
+        vocabulary_file: str,
         default_top_n: int,
         max_top_n: int,
         use_scann: bool,
@@ -140,14 +147,22 @@ class RetrievalServable(tf.Module):
         self._exact_candidates = tf.function(
             self._score_and_rank, input_signature=[interests_spec, indices_spec], jit_compile=xla, autograph=False
         )
-        self.lookup = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(vocabulary.item_ids),
-                tf.range(1, len(vocabulary) + 1, dtype=tf.int32),
+        # Both directions read the one vocabulary asset; line i is index i + 1 (0 = padding / unknown).
+        self.item_vocabulary = tf.saved_model.Asset(vocabulary_file)
+        line = tf.lookup.TextFileIndex.LINE_NUMBER
+        whole = tf.lookup.TextFileIndex.WHOLE_LINE
+        self.indices_of_ids = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                self.item_vocabulary, tf.string, whole, tf.int64, line, vocab_size=len(vocabulary)
             ),
-            default_value=0,
+            default_value=-1,
         )
-        self.item_ids = tf.constant(("",) + vocabulary.item_ids)
+        self.ids_of_indices = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                self.item_vocabulary, tf.int64, line, tf.string, whole, vocab_size=len(vocabulary)
+            ),
+            default_value="",
+        )
         self.scann = None
         if use_scann:
             # Each interest retrieves max_top_n + L candidates, so that after removing history items (an
@@ -166,7 +181,7 @@ class RetrievalServable(tf.Module):
 
     def encode(self, history: tf.Tensor) -> tf.Tensor:
         """Raw ids (batch, any length) -> the model's (batch, L) indices: the last L known items, left-aligned."""
-        indices = self.lookup.lookup(history)
+        indices = tf.cast(self.indices_of_ids.lookup(history) + 1, tf.int32)
         # Keep known items only, in order, then the last L of them, left-aligned with zero padding.
         ragged = tf.ragged.boolean_mask(indices, indices > 0)
         last = ragged[:, -self.max_length :]
@@ -241,7 +256,8 @@ class RetrievalServable(tf.Module):
         popular = tf.range(1, top_n + 1, dtype=tf.int32)[tf.newaxis, :]
         indices = tf.where(empty, popular, indices)
         scores = tf.where(empty, tf.zeros_like(scores), scores)
-        return {"item_ids": tf.gather(self.item_ids, indices), "scores": scores}
+        item_ids = self.ids_of_indices.lookup(tf.cast(indices, tf.int64) - 1)
+        return {"item_ids": item_ids, "scores": scores}
 
     def _score_and_rank(self, interests: tf.Tensor, excluded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The ``max_top_n`` best items by Eq. 20 with excluded items and the padding index scored -inf.
@@ -392,25 +408,55 @@ def export_servables(
     top_n = min(top_n, max_top_n)
     warmup = [list(vocabulary.item_ids[:3]), list(vocabulary.item_ids[3:5]), []]
     written = {}
-    for name in SERVABLES if scann else (EXACT,):
-        servable = RetrievalServable(
-            model,
-            vocabulary,
-            top_n,
+    with tempfile.TemporaryDirectory() as local:  # the asset's source; saving copies it into the SavedModel
+        vocabulary_file = write_vocabulary_file(vocabulary, os.path.join(local, ITEM_VOCABULARY_FILE))
+        for name in SERVABLES if scann else (EXACT,):
+            written[name] = _export_one(
+                name, export_dir, warmup, RetrievalServable(
+                    model,
+                    vocabulary,
+                    vocabulary_file,
+                    top_n,
             max_top_n,
-            name == SCANN,
-            scann_leaves,
-            scann_leaves_to_search,
-            xla,
-            batch_sizes,
-        )
-        path = fs.join(export_dir, name)
-        with fs.staged_directory(path, replace=True) as tmp:
-            options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"] if name == SCANN else None)
-            tf.saved_model.save(servable, tmp, signatures=_signatures(servable), options=options)
-            _write_warmup_requests(tmp, name, warmup, servable.batch_sizes)
-        written[name] = path
+                    name == SCANN,
+                    scann_leaves,
+                    scann_leaves_to_search,
+                    xla,
+                    batch_sizes,
+                ),
+            )
     return written
+
+
+def _export_one(name: str, export_dir: str, warmup: list[list[str]], servable: RetrievalServable) -> str:
+    """Saves one servable with its warm-up requests under ``export_dir/name``; returns that path."""
+    path = fs.join(export_dir, name)
+    with fs.staged_directory(path, replace=True) as tmp:
+        options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"] if name == SCANN else None)
+        tf.saved_model.save(servable, tmp, signatures=_signatures(servable), options=options)
+        _write_warmup_requests(tmp, name, warmup, servable.batch_sizes)
+    return path
+
+
+def write_vocabulary_file(vocabulary: Vocabulary, path: str) -> str:
+    """Writes the ids one per line (index order) for the servables' asset; returns ``path``.
+
+    Raises:
+      ValueError: an empty id (it would be the padding value) or one holding a line break (the asset is
+        read line by line).
+    """
+    for item in vocabulary.item_ids:
+        if not item or "\n" in item or "\r" in item:
+            raise ValueError(f"item id {item!r} cannot be served: ids must be non-empty, without line breaks")
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(f"{item}\n" for item in vocabulary.item_ids)
+    return path
+
+
+def servable_item_ids(saved_model_dir: str) -> tuple[str, ...]:
+    """The item vocabulary a servable carries (its asset), in index order: raw ids, as it serves them."""
+    text = fs.read_text(fs.join(saved_model_dir, "assets", ITEM_VOCABULARY_FILE))
+    return tuple(text.split("\n")[:-1])
 
 
 def latest_version(model_base: str) -> int:
@@ -419,6 +465,29 @@ def latest_version(model_base: str) -> int:
         return 0
     versions = [int(name) for name in fs.listdir(model_base) if re.fullmatch(r"\d+", name)]
     return max(versions, default=0)
+
+
+def served_version(export_dir: str, serving_base: str) -> int | None:
+    """The version under ``serving_base`` that already holds ``export_dir``'s servables, byte for byte.
+
+    Only the latest version of each servable is compared (an older copy is not what is served).
+
+    Args:
+      export_dir: a directory written by :func:`export_servables`.
+      serving_base: the serving directory.
+
+    Returns:
+      That version, or None when any servable's latest version differs (or there is none).
+    """
+    names = [name for name in SERVABLES if fs.exists(fs.join(export_dir, name, "saved_model.pb"))]
+    versions = {latest_version(fs.join(serving_base, name)) for name in names}
+    if len(versions) != 1 or 0 in versions:
+        return None
+    (version,) = versions
+    same = all(
+        fs.same_tree(fs.join(export_dir, name), fs.join(serving_base, name, str(version))) for name in names
+    )
+    return version if same else None
 
 
 def push_servables(export_dir: str, serving_base: str, version: int | None = None) -> int:

@@ -9,7 +9,7 @@ import tensorflow as tf
 import trainer  # noqa: F401
 import scann  # noqa: F401  (registers the ScaNN ops before a ScaNN SavedModel is loaded)
 from trainer import config, export, synthetic, train
-from trainer.sequences import SequenceData, evaluation_set
+from trainer.sequences import SequenceData, Vocabulary, evaluation_set
 
 TINY = {
     "embedding_dim": 16,
@@ -99,7 +99,7 @@ def test_every_batch_size_runs_at_an_allowed_size_with_the_same_results(exported
         warmed.append((request.model_spec.signature_name, request.inputs["history"].tensor_shape.dim[0].size))
     assert warmed == [(s, n) for s in ("serving_default", "user_interests") for n in (1, 2, 4)]
     with pytest.raises(ValueError, match="ascending"):
-        export.RetrievalServable(model, data.vocabulary, 10, 60, False, batch_sizes=(4, 2))
+        export.RetrievalServable(model, data.vocabulary, "unused.txt", 10, 60, False, batch_sizes=(4, 2))
 
 
 def test_raw_unknown_long_and_empty_histories(exported):
@@ -200,3 +200,11 @@ def test_push_servables_writes_integer_versions_atomically(exported, tmp_path):
         assert os.path.exists(os.path.join(base, name, "2", "saved_model.pb"))
     with pytest.raises(FileExistsError):
         export.push_servables(export_dir, base, version=2)
+
+
+@pytest.mark.parametrize("bad", ["", "two\nlines", "carriage\rreturn"])
+def test_ids_that_cannot_be_one_line_of_the_asset_are_refused(exported, tmp_path, bad):
+    model, data, _, _ = exported
+    vocabulary = Vocabulary((bad,) + data.vocabulary.item_ids[1:], data.vocabulary.counts)
+    with pytest.raises(ValueError, match="cannot be served"):
+        export.export_servables(model, vocabulary, str(tmp_path), scann=False)

@@ -293,6 +293,40 @@ def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
         yield from walk(join(top, name))
 
 
+def same_tree(first: str, second: str, chunk_bytes: int = 1 << 20) -> bool:
+    """Whether two directory trees hold the same file names with the same bytes, on any file systems.
+
+    Args:
+      first: a directory.
+      second: another directory.
+      chunk_bytes: bytes compared at a time (memory stays bounded whatever the file sizes).
+
+    Returns:
+      True when both list the same relative paths and every file's contents are equal.
+    """
+    def files(top: str) -> list[str]:
+        found = []
+        for directory, _, names in walk(top):
+            relative = directory[len(top):].lstrip("/")
+            found += [f"{relative}/{name}" if relative else name for name in names]
+        return sorted(found)
+
+    if not (isdir(first) and isdir(second)):
+        return False
+    names = files(first)
+    if names != files(second):
+        return False
+    for name in names:
+        with open_file(join(first, name), "rb") as a, open_file(join(second, name), "rb") as b:
+            while True:
+                block = a.read(chunk_bytes)
+                if block != b.read(chunk_bytes):
+                    return False
+                if not block:
+                    break
+    return True
+
+
 def _is_ram(path: str) -> bool:
     """Whether ``path`` is on TensorFlow's in-memory file system, whose names work by string prefix.
 

@@ -313,3 +313,21 @@ def test_local_paths_never_import_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=repo)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_same_tree_compares_names_and_bytes(any_root):
+    def tree(name: str, files: dict[str, bytes]) -> str:
+        top = fs.join(any_root, name)
+        for relative, data in files.items():
+            fs.makedirs(fs.parent(fs.join(top, relative)))
+            with fs.open_file(fs.join(top, relative), "wb") as f:
+                f.write(data)
+        return top
+
+    files = {"saved_model.pb": b"graph", "variables/variables.index": b"x" * 5000, "assets/v.txt": b""}
+    first = tree("a", files)
+    assert fs.same_tree(first, tree("b", files), chunk_bytes=1024)
+    assert not fs.same_tree(first, tree("c", {**files, "variables/variables.index": b"x" * 4999 + b"y"}), 1024)
+    assert not fs.same_tree(first, tree("d", {**files, "extra": b""}))
+    assert not fs.same_tree(first, tree("e", {k: v for k, v in files.items() if k != "assets/v.txt"}))
+    assert not fs.same_tree(first, fs.join(any_root, "missing"))

@@ -81,9 +81,12 @@ def _parse_int(value: str, what: str) -> int:
 
 
 def _require_id(value: str, what: str) -> str:
+    """A non-empty id without line breaks (servables keep their vocabulary one id per line)."""
     value = value.strip()
     if not value:
         raise ValueError(f"empty {what}")
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"{what} holds a line break")
     return value
 
 

@@ -99,6 +99,11 @@ def test_log_round_trip_is_identity(tmp_path):
             "log.txt line 2: invalid JSON",
         ),
         ("amazon-json", '{"asin": "B", "unixReviewTime": 1}\n', "log.txt line 1: missing key(s) reviewerID"),
+        (
+            "amazon-json",
+            '{"reviewerID": "A", "asin": "B\\nC", "unixReviewTime": 1}\n',
+            "log.txt line 1: asin holds a line break",
+        ),
     ],
 )
 def test_bad_lines_name_file_line_and_text(any_root, fmt, text, message):

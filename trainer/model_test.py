@@ -134,14 +134,21 @@ def test_popularity_model_ranks_by_count_and_can_exclude_history():
 
 
 @pytest.mark.parametrize("variant", list(config.VARIANTS))
-def test_every_variant_trains_a_few_steps(variant):
+def test_every_variant_trains_a_few_steps_and_evaluates_the_same_once_loaded(variant, tmp_path):
     data = _grouped_log(users=80)
-    result = train.train(config.variant_config(variant, TINY), data, verbose=0)
+    result = train.train(config.variant_config(variant, TINY), data, str(tmp_path), verbose=0)
     assert set(result.test) >= {"recall@20", "hit_rate@50", "ndcg@50"}
     if variant != "pop":
         assert result.steps == 20
         assert [entry["step"] for entry in result.history] == [10, 20]
         assert np.isfinite(result.history[-1]["loss"])
+    # What `dmirec evaluate` does with the written directory: the test metrics of training, exactly.
+    from trainer.evaluation import Evaluator
+    from trainer.sequences import evaluation_set
+
+    loaded_config, _, loaded = train.load_model(str(tmp_path))
+    metrics = Evaluator(loaded, evaluation_set(data.test, loaded_config.max_length))()
+    assert metrics == pytest.approx(result.test, abs=1e-6)
 
 
 def test_a_small_model_overfits_a_tiny_log():

@@ -165,6 +165,29 @@ class SequenceData:
         return cls(vocabulary, splits)
 
     @classmethod
+    def from_split_sequences(cls, splits: Mapping[str, Mapping[str, Sequence[str]]]) -> "SequenceData":
+        """Encodes users that are already split (the pipeline's examples), indexing items over all of them.
+
+        The vocabulary is :meth:`Vocabulary.from_sequences` over every split's users, exactly as
+        :meth:`from_sequences` builds it for ``dmirec train``, so the same users give the same indices.
+
+        Args:
+          splits: split name (every one of :data:`trainer.constants.SPLIT_RATIOS`) -> user id -> item ids in
+            time order. Users are kept in the given order.
+
+        Raises:
+          ValueError: a split is missing or unknown.
+        """
+        if set(splits) != set(constants.SPLIT_RATIOS):
+            raise ValueError(f"expected the splits {sorted(constants.SPLIT_RATIOS)}, got {sorted(splits)}")
+        vocabulary = Vocabulary.from_sequences(items for users in splits.values() for items in users.values())
+        encoded = {
+            split: EncodedSequences.from_index_lists(list(users), [vocabulary.lookup(i) for i in users.values()])
+            for split, users in splits.items()
+        }
+        return cls(vocabulary, encoded)
+
+    @classmethod
     def from_interactions(
         cls, events: Iterable[Interaction], seed: int = 0, vocabulary: Vocabulary | None = None
     ) -> "SequenceData":
@@ -210,6 +233,17 @@ class EvaluationSet:
         return len(self.user_ids)
 
 
+def protocol_cut(length: int, history_ratio: float = 0.8) -> int | None:
+    """Where the protocol cuts an evaluation user's sequence: ``k = int(history_ratio * length)``.
+
+    Returns:
+      ``k`` (history ``seq[:k]``, targets ``seq[k:]``), or None when the user is left out: a cut that leaves
+      no history (``k == 0``, a sequence of one item) or no target.
+    """
+    cut = int(history_ratio * length)
+    return None if cut == 0 or cut == length else cut
+
+
 def evaluation_set(split: EncodedSequences, max_length: int, history_ratio: float = 0.8) -> EvaluationSet:
     """Cuts each user at ``k = int(history_ratio * len)`` (protocol: 0.8).
 
@@ -219,8 +253,8 @@ def evaluation_set(split: EncodedSequences, max_length: int, history_ratio: floa
     users, histories, targets = [], [], []
     for row, user in enumerate(split.user_ids):
         sequence = split.sequence(row)
-        cut = int(history_ratio * len(sequence))
-        if cut == 0 or cut == len(sequence):
+        cut = protocol_cut(len(sequence), history_ratio)
+        if cut is None:
             continue
         users.append(user)
         histories.append(sequence[:cut])

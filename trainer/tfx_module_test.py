@@ -1,93 +1,46 @@
-"""Tests of the TFX module: the Transform's item indices and vocabulary, reading splits, the Trainer config."""
+"""Tests of the TFX module: reading the pipeline's examples into the trainer's data, the Trainer config."""
 
 from __future__ import annotations
 
 import trainer  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
-import apache_beam as beam
-import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import dataset_metadata
 
 from trainer import constants, tfx_module
-from trainer.sequences import Vocabulary
-
-# Frequencies: b 3, "a c" 2, z 2, y 1. One id holds a space; "a c" and z tie.
-USERS = [
-    {constants.USER_ID: [b"u1"], constants.ITEM_IDS: [b"b", b"a c", b"z"]},
-    {constants.USER_ID: [b"u2"], constants.ITEM_IDS: [b"z", b"b"]},
-    {constants.USER_ID: [b"u3"], constants.ITEM_IDS: [b"b", b"y", b"a c"]},
-]
-RAW_FEATURES = {
-    constants.USER_ID: tf.io.FixedLenFeature([1], tf.string),
-    constants.ITEM_IDS: tf.io.VarLenFeature(tf.string),
-}
+from trainer.sequences import SequenceData
 
 
-@pytest.fixture(scope="module")
-def transform_output(tmp_path_factory) -> tft.TFTransformOutput:
-    """preprocessing_fn analyzed by TFT on Beam over USERS, written as a Transform component writes it."""
-    root = tmp_path_factory.mktemp("transform")
-    metadata = dataset_metadata.DatasetMetadata.from_feature_spec(RAW_FEATURES)
-    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tmp")):
-        transform_fn = (pipeline | beam.Create(USERS), metadata) | tft_beam.AnalyzeDataset(
-            tfx_module.preprocessing_fn
-        )
-        _ = transform_fn | tft_beam.WriteTransformFn(str(root / "graph"))
-    return tft.TFTransformOutput(str(root / "graph"))
-
-
-def _transform(output: tft.TFTransformOutput, users: dict[str, list[str]]) -> dict[str, list[int]]:
-    ids = list(users)
-    features = {
-        constants.USER_ID: tf.constant([[user] for user in ids]),
-        constants.ITEM_IDS: tf.ragged.constant([users[user] for user in ids]).to_sparse(),
-    }
-    transformed = output.transform_features_layer()(features)
-    rows = tf.RaggedTensor.from_sparse(transformed[constants.ITEM_IDS]).to_list()
-    assert [u.decode() for u in np.reshape(transformed[constants.USER_ID].numpy(), [-1])] == ids
-    return dict(zip(ids, rows))
-
-
-def test_vocabulary_is_by_descending_frequency_with_counts_and_ids_intact(transform_output):
-    vocabulary = tfx_module.load_vocabulary(transform_output)
-    # TFT breaks the tie between "a c" and z by id bytes, descending (Vocabulary.from_sequences: ascending).
-    assert vocabulary == Vocabulary(("b", "z", "a c", "y"), (3, 2, 2, 1))
-
-
-def test_items_become_indices_1_to_n_and_unknown_items_padding(transform_output):
-    transformed = _transform(transform_output, {"u1": ["b", "a c", "z"], "new": ["y", "never seen", "b"]})
-    assert transformed == {"u1": [1, 3, 2], "new": [4, constants.PADDING_INDEX, 1]}
-
-
-def test_indices_agree_with_the_vocabulary_read_back(transform_output):
-    vocabulary = tfx_module.load_vocabulary(transform_output)
-    items = list(vocabulary.item_ids)
-    assert _transform(transform_output, {"u": items})["u"] == vocabulary.lookup(items).tolist()
-
-
-def test_read_encoded_sequences_sorts_users_and_keeps_item_order(transform_output):
+def test_read_user_sequences_sorts_users_and_keeps_raw_ids_in_order():
     batches = [
         {
             constants.USER_ID: tf.constant([[b"u2"], [b"u10"]]),
-            constants.ITEM_IDS: tf.ragged.constant([[3, 1], [2]], dtype=tf.int64).to_sparse(),
+            constants.ITEM_IDS: tf.ragged.constant([[b"c", b"a b"], [b"\xc3\xa9"]]).to_sparse(),
         },
-        {
-            constants.USER_ID: tf.constant([[b"u1"]]),
-            constants.ITEM_IDS: tf.ragged.constant([[4, 4, 2]], dtype=tf.int64),
-        },
+        {constants.USER_ID: tf.constant([[b"u1"]]), constants.ITEM_IDS: tf.ragged.constant([[b"d", b"d", b"c"]])},
     ]
 
     def dataset_factory(file_patterns, options, schema):
         assert file_patterns == ["split/*"] and not options.shuffle and options.num_epochs == 1
+        assert schema == "the schema"
         return batches  # iterated like a dataset of feature batches
 
-    split = tfx_module.read_encoded_sequences(dataset_factory, "split/*", transform_output)
-    assert split.user_ids == ("u1", "u10", "u2")
-    assert [split.sequence(i).tolist() for i in range(3)] == [[4, 4, 2], [2], [3, 1]]
-    assert split.items.dtype == np.int32
+    users = tfx_module.read_user_sequences(dataset_factory, "split/*", "the schema")
+    assert users == {"u1": ["d", "d", "c"], "u10": ["\u00e9"], "u2": ["c", "a b"]}
+    assert list(users) == ["u1", "u10", "u2"]
+
+
+def test_the_pipeline_and_the_command_line_index_items_alike():
+    """run_fn's data (already split examples) gets the indices `dmirec train` gives the same users."""
+    sequences = {f"u{i}": [f"i{(i * 7 + j) % 13}" for j in range(3 + i % 5)] for i in range(60)}
+    from_log = SequenceData.from_sequences(sequences, seed=0)
+    by_split = {split: {u: sequences[u] for u in encoded.user_ids} for split, encoded in from_log.splits.items()}
+    from_examples = SequenceData.from_split_sequences(by_split)
+    assert from_examples.vocabulary == from_log.vocabulary
+    for split in constants.SPLIT_RATIOS:
+        assert from_examples.splits[split].user_ids == from_log.splits[split].user_ids
+        assert from_examples.splits[split].items.tolist() == from_log.splits[split].items.tolist()
+    with pytest.raises(ValueError, match="expected the splits"):
+        SequenceData.from_split_sequences({constants.TRAIN: {}})
 
 
 def test_model_config_reads_variant_and_overrides():

@@ -2,8 +2,8 @@
 
 The evaluator scores what will be pushed: the Trainer's exported ``dmi_exact`` SavedModel, called through
 its ``serving_default`` signature with raw string item ids (the in-graph id mapping included), on the
-test users of Transform's output cut as the protocol says (:func:`trainer.sequences.evaluation_set`),
-with the metrics code of training (:class:`trainer.evaluation.Evaluator`). ``dmi_exact`` ranks all items
+test users of SequenceExampleGen's examples (raw ids too: nothing here knows an index) cut as the
+protocol says, with the metrics code of training (:func:`trainer.evaluation.evaluate_saved_model`). ``dmi_exact`` ranks all items
 exactly (Eq. 20), so its numbers equal the trained model's; the ScaNN servable ``dmi`` approximates them.
 
 The blessing rule is in :mod:`pipeline.components.blessing`. The baseline, the latest blessed model of the
@@ -21,15 +21,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trainer  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
-import tensorflow as tf
-import tensorflow_transform as tft
 from absl import logging
 from tfx import types
+from tfx.components.evaluator import executor as evaluator_executor
 from tfx.components.util import tfxio_utils
-from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
@@ -38,14 +38,13 @@ from tfx.utils import io_utils, path_utils
 from pipeline import configs
 from pipeline.components import blessing
 from trainer import constants, export, tfx_module
-from trainer.evaluation import Evaluator
-from trainer.sequences import EncodedSequences, Vocabulary, evaluation_set
+from trainer.evaluation import evaluate_saved_model
 from trainer.train import VALIDATION_METRIC
 
 # Inputs, parameters and outputs.
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
-TRANSFORM_GRAPH_KEY = "transform_graph"
+SCHEMA_KEY = "schema"
 MIN_RECALL_KEY = "min_recall"
 RECALL_TOLERANCE_KEY = "recall_tolerance"
 BASELINE_MODEL_KEY = "baseline_model"
@@ -55,55 +54,6 @@ BLESSING_KEY = "blessing"
 METRICS_FILE = "metrics.json"
 EVALUATED_SERVABLE = export.EXACT
 _TELEMETRY = ["RetrievalEvaluator"]
-
-
-class ServableRecommender:
-    """A SavedModel's ``serving_default`` seen as a model of item indices, for :class:`Evaluator`.
-
-    Histories of indices become raw ids (index 0, padding, becomes "", which the servable ignores), and
-    the returned raw ids become indices again.
-
-    Args:
-      saved_model_dir: a servable written by :func:`trainer.export.export_servables`.
-      vocabulary: the item ids of indices 1..N (the model's).
-    """
-
-    def __init__(self, saved_model_dir: str, vocabulary: Vocabulary):
-        self.num_items = len(vocabulary)
-        self._loaded = tf.saved_model.load(saved_model_dir)  # the signature needs the object alive
-        self._serve = self._loaded.signatures["serving_default"]
-        self._item_ids = tf.constant(("",) + vocabulary.item_ids)
-        self._indices = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(self._item_ids[1:], tf.range(1, self.num_items + 1)),
-            default_value=constants.PADDING_INDEX,
-        )
-
-    def recommend(self, history: tf.Tensor, n: int) -> tuple[tf.Tensor, tf.Tensor]:
-        """The top-``n`` items of each history: ``(scores, indices)``, each (batch, n)."""
-        outputs = self._serve(
-            history=tf.gather(self._item_ids, history),
-            top_n=tf.constant(n, tf.int32),
-            exclude_history=tf.constant(False),
-        )
-        return outputs["scores"], self._indices.lookup(outputs["item_ids"])
-
-
-def evaluate_servable(
-    saved_model_dir: str, vocabulary: Vocabulary, test_examples: EncodedSequences
-) -> tuple[dict[str, float], int]:
-    """Protocol metrics of a servable on cut test users.
-
-    Args:
-      saved_model_dir: the servable.
-      vocabulary: its item vocabulary.
-      test_examples: the test users.
-
-    Returns:
-      ``(metrics, users)``: Recall/HitRate/NDCG at 20 and 50 (rank-order NDCG) and the users evaluated.
-    """
-    # The servable keeps the last L items of what it is given, so the cut histories are passed whole.
-    users = evaluation_set(test_examples, max_length=int(test_examples.lengths.max(initial=1)))
-    return Evaluator(ServableRecommender(saved_model_dir, vocabulary), users)(), len(users)
 
 
 class RetrievalEvaluatorSpec(types.ComponentSpec):
@@ -117,7 +67,7 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
         MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
         EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
-        TRANSFORM_GRAPH_KEY: ChannelParameter(type=standard_artifacts.TransformGraph),
+        SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema),
     }
     OUTPUTS = {
         EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
@@ -125,8 +75,15 @@ class RetrievalEvaluatorSpec(types.ComponentSpec):
     }
 
 
-class Executor(base_executor.BaseExecutor):
-    """Evaluates the ``dmi_exact`` servable on test users and decides the blessing."""
+class Executor(evaluator_executor.Executor):
+    """Evaluates the ``dmi_exact`` servable on test users and decides the blessing.
+
+    A subclass of TFX's Evaluator executor only for what orchestrators do around evaluators: its ``Do`` is
+    replaced whole. TFX's Kubeflow V2 entry point rewrites the blessing's ``current_model_id`` and
+    ``baseline_model_id`` from ML Metadata ids into Kubeflow artifact names for subclasses of that class
+    only, and the compiled latest-blessed-model resolver looks the model up by that name; with a plain
+    executor the Resolver would never find a baseline on Kubeflow.
+    """
 
     def Do(
         self,
@@ -137,9 +94,9 @@ class Executor(base_executor.BaseExecutor):
         """Writes ``metrics.json`` into ``evaluation`` and the decision onto ``blessing``.
 
         Args:
-          input_dict: ``model`` (the Trainer's), ``examples`` (Transform's transformed examples, with a
-            ``test`` split), ``transform_graph`` (for the item vocabulary) and, optionally,
-            ``baseline_model`` (the latest blessed model; absent or empty for the pipeline's first).
+          input_dict: ``model`` (the Trainer's), ``examples`` (SequenceExampleGen's, with a ``test``
+            split), ``schema`` (theirs) and, optionally, ``baseline_model`` (the latest blessed model;
+            absent or empty for the pipeline's first).
           output_dict: ``evaluation`` (ModelEvaluation) and ``blessing`` (ModelBlessing).
           exec_properties: ``min_recall`` and ``recall_tolerance``.
 
@@ -158,21 +115,19 @@ class Executor(base_executor.BaseExecutor):
             raise FileNotFoundError(f"the model artifact at {model.uri} has no {EVALUATED_SERVABLE} servable")
         if constants.TEST not in artifact_utils.decode_split_names(examples.split_names):
             raise ValueError(f"the examples at {examples.uri} have no {constants.TEST!r} split")
-        transform_output = tft.TFTransformOutput(
-            artifact_utils.get_single_uri(input_dict[TRANSFORM_GRAPH_KEY])
+        schema = tfx_module.read_schema(
+            io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict[SCHEMA_KEY]))
         )
-        vocabulary = tfx_module.load_vocabulary(transform_output)
-        dataset_factory = tfxio_utils.get_tf_dataset_factory_from_artifact([examples], _TELEMETRY)
-        test_examples = tfx_module.read_encoded_sequences(
-            dataset_factory,
+        test_users = tfx_module.read_user_sequences(
+            tfxio_utils.get_tf_dataset_factory_from_artifact([examples], _TELEMETRY),
             io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], constants.TEST)),
-            transform_output,
+            schema,
         )
-        metrics, users = evaluate_servable(servable_dir, vocabulary, test_examples)
+        metrics, users = evaluate_saved_model(servable_dir, test_users)
         recall = metrics[VALIDATION_METRIC]
 
         resolved = input_dict.get(BASELINE_MODEL_KEY) or []
-        baseline, note = _baseline(resolved, model, recall, vocabulary, test_examples)
+        baseline, note = _baseline(resolved, model, recall, test_users)
         min_recall = float(exec_properties[MIN_RECALL_KEY])
         tolerance = float(exec_properties[RECALL_TOLERANCE_KEY])
         decision = blessing.decide(recall, min_recall, tolerance, baseline)
@@ -208,8 +163,7 @@ def _baseline(
     resolved: list[types.Artifact],
     model: types.Artifact,
     recall: float,
-    vocabulary: Vocabulary,
-    test_examples: EncodedSequences,
+    test_users: Mapping[str, Sequence[str]],
 ) -> tuple[blessing.Baseline | None, str]:
     """The latest blessed model measured on the candidate's test users, and a note for the reason.
 
@@ -217,9 +171,8 @@ def _baseline(
       resolved: what the Resolver passed: [] for the pipeline's first model, else one Model.
       model: the candidate.
       recall: the candidate's test Recall@50.
-      vocabulary: the candidate's item vocabulary (the baseline's servable takes raw ids; items it does
-        not know are ignored, and items the candidate does not know never count as hits).
-      test_examples: the candidate's test users.
+      test_users: the candidate's test users, by raw ids (items the baseline does not know are targets
+        it cannot retrieve, see :func:`trainer.evaluation.evaluate_saved_model`).
 
     Returns:
       ``(baseline, note)``: None and a note when the baseline's servable is gone (e.g. its pipeline root
@@ -235,7 +188,7 @@ def _baseline(
         note = f"the latest blessed model {previous.uri} has no {EVALUATED_SERVABLE} servable: not compared"
         logging.warning("RetrievalEvaluator: %s", note)
         return None, note
-    metrics, _ = evaluate_servable(servable_dir, vocabulary, test_examples)
+    metrics, _ = evaluate_saved_model(servable_dir, test_users)
     return blessing.Baseline(previous.id, previous.uri, metrics[VALIDATION_METRIC]), ""
 
 
@@ -257,7 +210,7 @@ def _record_blessing(
         model_blessing.set_float_custom_property(blessing.BASELINE_RECALL, baseline.recall)
 
 
-class RetrievalEvaluator(base_component.BaseComponent):
+class RetrievalEvaluator(base_beam_component.BaseBeamComponent):
     """Evaluates the trained model's exact servable on test users and blesses it or not.
 
     Outputs:
@@ -270,21 +223,21 @@ class RetrievalEvaluator(base_component.BaseComponent):
 
         evaluator = RetrievalEvaluator(
             model=trainer.outputs["model"],
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
+            examples=example_gen.outputs["examples"],
+            schema=validation_gate.outputs["validated_schema"],
             baseline_model=latest_blessed.outputs["model"],  # a Resolver (LatestBlessedModelStrategy)
             min_recall=0.05,
         )
     """
 
     SPEC_CLASS = RetrievalEvaluatorSpec
-    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)  # TFX's Evaluator executor is a Beam one
 
     def __init__(
         self,
         model: types.BaseChannel,
         examples: types.BaseChannel,
-        transform_graph: types.BaseChannel,
+        schema: types.BaseChannel,
         baseline_model: types.BaseChannel | None = None,
         min_recall: float = configs.DEFAULT_MIN_RECALL,
         recall_tolerance: float = configs.DEFAULT_RECALL_TOLERANCE,
@@ -293,8 +246,8 @@ class RetrievalEvaluator(base_component.BaseComponent):
 
         Args:
           model: the Trainer's ``model`` (with the ``dmi_exact`` servable under ``Format-Serving``).
-          examples: Transform's ``transformed_examples`` (the ``test`` split is evaluated).
-          transform_graph: Transform's ``transform_graph`` (the item vocabulary).
+          examples: SequenceExampleGen's ``examples`` (the ``test`` split is evaluated).
+          schema: their (validated) schema.
           baseline_model: the latest blessed model (a Resolver's output); None blesses on the threshold
             alone.
           min_recall: the least test Recall@50 to bless.
@@ -310,7 +263,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
             spec=RetrievalEvaluatorSpec(
                 model=model,
                 examples=examples,
-                transform_graph=transform_graph,
+                schema=schema,
                 baseline_model=baseline_model,
                 min_recall=float(min_recall),
                 recall_tolerance=float(recall_tolerance),

@@ -28,10 +28,18 @@ PUSHED_SERVABLES = "pushed_servables"  # str, JSON {name: version directory}
 
 @dataclasses.dataclass(frozen=True)
 class Push:
-    """A push: the version written and each servable's new version directory."""
+    """A push: the version served and each servable's version directory.
+
+    Attributes:
+      version: the version written, or the one already holding the model.
+      servables: servable name -> its version directory.
+      new: False when the latest version already held this model byte for byte (nothing copied: a re-run
+        whose evaluator blessed the same model again does not serve it twice).
+    """
 
     version: int
     servables: dict[str, str]
+    new: bool = True
 
 
 def push(model_uri: str, blessed: bool, serving_base: str) -> Push | None:
@@ -44,16 +52,18 @@ def push(model_uri: str, blessed: bool, serving_base: str) -> Push | None:
         local or a TensorFlow file system URI (``gs://...``).
 
     Returns:
-      What was pushed, or None when the model is not blessed (nothing copied).
+      What was pushed (or found already served), or None when the model is not blessed (nothing copied).
 
     Raises:
       ValueError: the model has no servable.
     """
     if not blessed:
         return None
-    version = export.push_servables(path_utils.serving_model_dir(model_uri), serving_base)
+    export_dir = path_utils.serving_model_dir(model_uri)
+    served = export.served_version(export_dir, serving_base)
+    version = served or export.push_servables(export_dir, serving_base)
     servables = {name: fs.join(serving_base, name, str(version)) for name in export.SERVABLES}
-    return Push(version, {name: path for name, path in servables.items() if fs.isdir(path)})
+    return Push(version, {name: path for name, path in servables.items() if fs.isdir(path)}, new=served is None)
 
 
 @tfx.dsl.components.component
@@ -82,4 +92,7 @@ def ServablePusher(  # noqa: N802  (TFX names components in CamelCase)
     pushed_model.set_string_custom_property(PUSHED_VERSION, str(pushed.version))
     pushed_model.set_string_custom_property(PUSHED_DESTINATION, serving_base)
     pushed_model.set_string_custom_property(PUSHED_SERVABLES, json.dumps(pushed.servables, sort_keys=True))
-    logging.info("ServablePusher: pushed version %d: %s", pushed.version, pushed.servables)
+    if pushed.new:
+        logging.info("ServablePusher: pushed version %d: %s", pushed.version, pushed.servables)
+    else:
+        logging.info("ServablePusher: version %d already serves this model: nothing copied", pushed.version)

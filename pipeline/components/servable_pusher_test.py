@@ -55,6 +55,23 @@ def test_blessed_pushes_every_servable_as_the_next_integer_version(tmp_path):
     assert _versions(serving, "dmi_exact") == ["1", "8"]
 
 
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_model_already_served_is_not_copied_again(tmp_path, ram_root, remote):
+    serving = f"{ram_root}/serving" if remote else str(tmp_path / "serving")
+    model = _model_artifact(tmp_path / "m1", "m1")
+    first = servable_pusher.push(model, True, serving)
+    again = servable_pusher.push(model, True, serving)  # a re-run blessed the same model again
+    assert (first.version, first.new) == (1, True)
+    assert (again.version, again.new, again.servables) == (1, False, first.servables)
+    assert fs.listdir(fs.join(serving, "dmi")) == ["1"]
+    # One byte different in one file of one servable: a new version.
+    (tmp_path / "m1" / "Format-Serving" / "dmi" / "variables" / "variables.index").write_text("m1!")
+    changed = servable_pusher.push(model, True, serving)
+    assert (changed.version, changed.new) == (2, True)
+    # Only the latest version counts: the model of version 1 is pushed again as version 3.
+    assert servable_pusher.push(_model_artifact(tmp_path / "m1b", "m1"), True, serving).version == 3
+
+
 def test_a_failed_copy_leaves_no_partial_version(tmp_path, monkeypatch):
     serving = tmp_path / "serving"
     model = _model_artifact(tmp_path / "model", "m1")

@@ -1,11 +1,11 @@
-"""ValidationGate: stops the pipeline when ExampleValidator found anomalies, before Transform and Trainer.
+"""ValidationGate: stops the pipeline when ExampleValidator found anomalies, before the Trainer.
 
 TFX 1.16's ExampleValidator records anomalies (and a per-split ``blessed`` custom property on its
 ``ExampleAnomalies`` artifact) but never fails, and no built-in component consumes that verdict: a
-pipeline that only wires ExampleValidator beside Transform trains on data that violates the schema. This
-gate reads the anomalies and fails its execution with every anomaly named. On success it passes the
-schema through unchanged (``validated_schema``); Transform reads that copy, so it — and everything after
-it — depends on the validation having passed, on any orchestrator.
+pipeline that only wires ExampleValidator beside the Trainer trains on data that violates the schema.
+This gate reads the anomalies and fails its execution with every anomaly named. On success it passes the
+schema through unchanged (``validated_schema``); the Trainer and the evaluator read that copy, so they —
+and everything after them — depend on the validation having passed, on any orchestrator.
 """
 
 import os
@@ -78,7 +78,7 @@ def ValidationGate(  # noqa: N802  (TFX names components in CamelCase)
     if problems:
         raise SchemaAnomaliesError(
             f"ExampleValidator found {len(problems)} schema anomal{'y' if len(problems) == 1 else 'ies'} "
-            "(stopping before Transform and Trainer): " + " | ".join(problems)
+            "(stopping before the Trainer): " + " | ".join(problems)
             + f" (details: {anomalies.uri})"
         )
     source = io_utils.get_only_uri_in_dir(schema.uri)

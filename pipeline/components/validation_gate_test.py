@@ -58,7 +58,7 @@ def test_gate_fails_on_anomalies_with_the_message(tmp_path):
     with pytest.raises(validation_gate.SchemaAnomaliesError) as error:
         _run_gate(tmp_path, anomalies)
     message = str(error.value)
-    assert "1 schema anomaly (stopping before Transform and Trainer)" in message
+    assert "1 schema anomaly (stopping before the Trainer)" in message
     assert "split train: feature 'timestamps': Unexpectedly small value: -7." in message
     assert not list((tmp_path / "validated").iterdir())
 

@@ -43,10 +43,14 @@ class QuarantinedRows(types.Artifact):
          and blank lines excluded).
 
     Kubeflow Pipelines v2 accepts a custom artifact type only with a ``<namespace>.<Name>`` type name and
-    no declared ``PROPERTIES`` (its generic artifact schema has none), hence custom properties.
+    no declared ``PROPERTIES`` (its generic artifact schema has none), hence custom properties. The type
+    name must also be an import path of the class: TFX's Kubeflow V2 container entry point recreates a
+    custom artifact by importing its schema title, so with any other name every task that reads or writes
+    one fails (found by executing the compiled spec, ``tests/test_kubeflow_run.py``). ``pipeline`` exposes
+    the class lazily (``pipeline/__init__.py``), which satisfies both rules.
     """
 
-    TYPE_NAME = "dmirec.QuarantinedRows"
+    TYPE_NAME = "pipeline.QuarantinedRows"
 
 
 class SequenceExampleGenSpec(types.ComponentSpec):
