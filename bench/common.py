@@ -321,11 +321,13 @@ class Dataset:
       name: ``beauty`` or ``synthetic``.
       data: the vocabulary and the train / eval / test users.
       source: where it came from, for the result file.
+      sequences: every user's raw item ids in time order (what a served model is asked with).
     """
 
     name: str
     data: Any  # trainer.sequences.SequenceData
     source: str
+    sequences: Mapping[str, list[str]] = dataclasses.field(default_factory=dict, repr=False)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -368,20 +370,22 @@ def load_dataset(
       vocabulary: encode with this vocabulary (a trained model's) instead of building one.
     """
     from trainer import interactions, synthetic
-    from trainer.sequences import SequenceData
+    from trainer.sequences import SequenceData, user_sequence
+
+    def dataset(events: Any, source: str) -> Dataset:
+        by_user = interactions.group_by_user(events)
+        sequences = {user: user_sequence(user_events) for user, user_events in by_user.items()}
+        data = SequenceData.from_sequences(sequences, seed=split_seed, vocabulary=vocabulary)
+        return Dataset(name, data, source, sequences)
 
     if name == "beauty":
         log = beauty_log(beauty_path)
-        data = SequenceData.from_interactions(
-            interactions.read_interactions(log), seed=split_seed, vocabulary=vocabulary
+        return dataset(
+            interactions.read_interactions(log), f"{beauty_path} (converted to {log}), split seed {split_seed}"
         )
-        return Dataset(name, data, f"{beauty_path} (converted to {log}), split seed {split_seed}")
     if name in ("synthetic", "synthetic-long"):
         config = synthetic.SyntheticConfig(**(SYNTHETIC_LONG if name == "synthetic-long" else {}))
-        data = SequenceData.from_interactions(
-            synthetic.generate(config), seed=split_seed, vocabulary=vocabulary
-        )
-        return Dataset(name, data, f"trainer.synthetic.{config}, split seed {split_seed}")
+        return dataset(synthetic.generate(config), f"trainer.synthetic.{config}, split seed {split_seed}")
     raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
 
 

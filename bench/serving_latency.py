@@ -96,15 +96,16 @@ def trained_model(args: Any, dataset: Any | None) -> tuple[Any, Any, Any, dict[s
 
 def model_and_test_histories(args: Any) -> tuple[Any, Any, Any, Any, dict[str, Any], list[list[str]]]:
     """``(dataset, config, vocabulary, model, info, histories)``: :func:`trained_model` and the raw ids of
-    the test users' non-empty histories (the requests of a serving benchmark)."""
-    from trainer import sequences
+    the test users' histories as the protocol cuts them, their last L items (the requests of a serving
+    benchmark; items a loaded model does not know stay in, as in real traffic)."""
+    from trainer import constants, sequences
 
     dataset = None if args.model_dir else common.load_dataset(args.data, args.beauty_path, args.split_seed)
     config, vocabulary, model, model_info = trained_model(args, dataset)
     if dataset is None:
         dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
-    test_set = sequences.evaluation_set(dataset.data.test, config.max_length)
-    histories = [h for h in raw_histories(test_set.histories, vocabulary) if h]
+    users = sequences.cut_users(dataset.sequences, constants.TEST, args.split_seed)
+    histories = [history[-config.max_length :] for _, history, _ in users]
     return dataset, config, vocabulary, model, model_info, histories
 
 
@@ -183,11 +184,6 @@ def export_layout(
 
 def _directory_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
-
-
-def raw_histories(histories: np.ndarray, vocabulary: Any) -> list[list[str]]:
-    """Padded index histories -> raw item-id lists (what a client sends)."""
-    return [[vocabulary.item_ids[i - 1] for i in row if i > 0] for row in histories]
 
 
 def chunks(histories: Sequence[Sequence[str]], batch: int) -> list[Sequence[Sequence[str]]]:

@@ -9,14 +9,18 @@ and ``dmirec query`` never import TFX or ``trainer/``. Command modules import th
 their handlers.
 
 By default third-party noise stays off the terminal: TensorFlow's C++ log (the CUDA-factory errors of a
-CPU-only machine), absl's INFO lines and other packages' deprecation warnings. Our own messages and the
-progress of long steps are unaffected; ``--verbose`` (anywhere on the line) shows everything. Expected
+CPU-only machine), the warnings other libraries log (absl / TFX, TensorFlow, Beam: errors still show) and
+their deprecation warnings. Our own messages and the
+progress of long steps are unaffected; ``--verbose`` (anywhere on the line) shows everything. What cannot
+be silenced from Python in TensorFlow 2.16: XLA's C++ lines (``absl::InitializeLog`` and three ``I0000``
+lines) the first time a process compiles a model with XLA. Expected
 failures (malformed input files, bad arguments) become a one-line message and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -27,6 +31,9 @@ ENTRY_POINT_GROUP = "dmirec.commands"
 VERBOSE_FLAG = "--verbose"
 # Our packages: their warnings are messages to the user and stay visible.
 OWN_PACKAGES = r"(trainer|pipeline|serving|bench)(\..*)?$"
+# Third-party loggers that report library internals (TFX's resolver notes, Keras serialization notes,
+# deprecations, Beam's missing optional codecs): errors only, unless --verbose.
+THIRD_PARTY_LOGGERS = ("absl", "tensorflow", "apache_beam", "tfx", "ml_metadata", "google", "urllib3")
 
 
 def declared_commands() -> dict[str, metadata.EntryPoint]:
@@ -90,13 +97,18 @@ def quiet_third_party(verbose: bool) -> None:
         warnings.simplefilter("default")
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Beam's worker processes are new interpreters: they only see the environment (their deprecation
+    # and end-of-support notices come from the cloud SDKs they import).
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
     warnings.filterwarnings("ignore")
     warnings.filterwarnings("default", module=OWN_PACKAGES)
-    try:  # absl (TFX, TensorFlow) logs INFO lines through the root logger once configured
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:  # absl's own verbosity (TFX and TensorFlow log through absl)
         from absl import logging as absl_logging
     except ImportError:  # pragma: no cover - absl comes with TensorFlow
         return
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 def _forget_script_requirement() -> None:

@@ -19,25 +19,11 @@ from serving.client import RetrievalClient
 from serving.config import ModelConfig, ServerOptions
 from serving.server import ModelServer
 from trainer import constants, export, interactions, synthetic
-from trainer.sequences import protocol_cut, user_sequence, user_split
+from trainer.sequences import cut_users, user_sequence
 
 # Small enough to train in about a minute on 2 cores, long enough to separate the models clearly.
 DEMO_OVERRIDES = {"max_steps": 2000, "eval_every": 500, "patience": 3}
 DEMO_USERS = 3
-
-
-def held_out_users(log: str, count: int) -> list[tuple[str, list[str], set[str]]]:
-    """The first ``count`` test users of ``log`` (by id) the protocol can cut: ``(user, history, targets)``."""
-    by_user = interactions.group_by_user(interactions.read_interactions(log))
-    users = []
-    for user in sorted(by_user):
-        sequence = user_sequence(by_user[user])
-        cut = protocol_cut(len(sequence))
-        if user_split(user) == constants.TEST and cut is not None:
-            users.append((user, sequence[:cut], set(sequence[cut:])))
-        if len(users) == count:
-            break
-    return users
 
 
 def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
@@ -66,7 +52,9 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
 
     # Held-out (test) users of the same seeded split the pipeline used, cut as the protocol cuts them: raw
     # ids all the way (the servable takes and returns ids; it keeps the last L of a history itself).
-    users = held_out_users(log, DEMO_USERS)
+    by_user = interactions.group_by_user(interactions.read_interactions(log))
+    sequences = {user: user_sequence(events) for user, events in by_user.items()}
+    users = cut_users(sequences, constants.TEST)[:DEMO_USERS]
     options = ServerOptions(
         models=tuple(ModelConfig(name, os.path.join(serving_base, name)) for name in export.SERVABLES), port=0
     )
@@ -79,8 +67,8 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
                     start = time.perf_counter()
                     items = client.retrieve([history], top_n=top_n)[0]
                     latencies.append(1000 * (time.perf_counter() - start))
-                    hits = sum(item in targets for item, _ in items)
+                    hits = sum(item in set(targets) for item, _ in items)
                     print(f"[{name}] user {user}, last items {' '.join(history[-5:])}")
                     print(f"  top-{top_n}: " + " ".join(f"{item}({score:.2f})" for item, score in items))
-                    print(f"  {hits} of {len(targets)} held-out items in the list")
+                    print(f"  {hits} of {len(set(targets))} held-out items in the list")
                 print(f"[{name}] gRPC latency per call: median {statistics.median(latencies):.1f} ms")

@@ -112,19 +112,28 @@ def test_serve_loads_neither_tfx_nor_the_trainer():
 def test_quiet_hides_only_third_party_warnings_and_verbose_shows_them(verbose):
     script = textwrap.dedent(
         f"""
-        import os, warnings
+        import logging, os, warnings
         os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        os.environ.pop("PYTHONWARNINGS", None)
         from pipeline import cli
         cli.quiet_third_party({verbose})
-        print(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+        print(os.environ["TF_CPP_MIN_LOG_LEVEL"], "PYTHONWARNINGS" in os.environ)
         warnings.warn_explicit("third-party notice", DeprecationWarning, "x.py", 1, module="somelib.sub")
         warnings.warn_explicit("our notice", UserWarning, "y.py", 1, module="serving.config")
+        logging.basicConfig()
+        for name in ("absl", "tensorflow", "apache_beam"):
+            logging.getLogger(name).warning("third-party log line")
+        logging.getLogger("tensorflow").error("third-party error")
+        logging.getLogger("pipeline.demo").warning("our log line")
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
-    assert result.stdout.split() == ["0" if verbose else "3"]  # TensorFlow's C++ log level
-    assert "our notice" in result.stderr
+    # TensorFlow's C++ log level, and the warning filter Beam's worker processes inherit.
+    assert result.stdout.split() == (["0", "False"] if verbose else ["3", "True"])
+    assert "our notice" in result.stderr and "our log line" in result.stderr
+    assert "third-party error" in result.stderr  # errors always reach the user
     assert ("third-party notice" in result.stderr) is verbose
+    assert result.stderr.count("third-party log line") == (3 if verbose else 0)
 
 
 def test_verbose_is_taken_off_the_command_line(log, capsys):

@@ -244,6 +244,29 @@ def protocol_cut(length: int, history_ratio: float = 0.8) -> int | None:
     return None if cut == 0 or cut == length else cut
 
 
+def cut_users(
+    sequences: Mapping[str, Sequence[str]], split: str, seed: int = 0, history_ratio: float = 0.8
+) -> list[tuple[str, list[str], list[str]]]:
+    """One split's users cut as the protocol cuts them, in raw ids (for requests to a served model).
+
+    Args:
+      sequences: user id -> item ids in time order (every user of a log).
+      split: the split to keep (:func:`user_split` with ``seed``).
+      seed: seed of the user split.
+      history_ratio: the protocol's cut (:func:`protocol_cut`).
+
+    Returns:
+      ``(user, history, targets)`` per user the protocol can cut, users by id.
+    """
+    users = []
+    for user in sorted(sequences):
+        items = list(sequences[user])
+        cut = protocol_cut(len(items), history_ratio)
+        if cut is not None and user_split(user, seed) == split:
+            users.append((user, items[:cut], items[cut:]))
+    return users
+
+
 def evaluation_set(split: EncodedSequences, max_length: int, history_ratio: float = 0.8) -> EvaluationSet:
     """Cuts each user at ``k = int(history_ratio * len)`` (protocol: 0.8).
 

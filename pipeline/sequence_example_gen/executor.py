@@ -5,7 +5,7 @@ Outputs:
 - ``examples`` (``Examples``): ``Split-train``, ``Split-eval`` and ``Split-test`` directories of gzipped
   TFRecord files ``data_tfrecord-*.gz`` of ``tf.train.Example``, written by TFX's own ExampleGen writer;
   ``split_names``, ``payload_format`` (``FORMAT_TF_EXAMPLE``) and ``file_format`` (``tfrecords_gzip``)
-  set as StatisticsGen, Transform and Trainer expect.
+  set as StatisticsGen, the Trainer and the evaluator expect.
 - ``quarantine`` (``QuarantinedRows``): ``bad_rows-*.tsv``, ``row_counts.json``; its ``bad_rows`` and
   ``total_rows`` custom properties hold the counts.
 
