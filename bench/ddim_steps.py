@@ -34,11 +34,11 @@ DEFAULT_INTERESTS = (2, 4, 6, 8)
 QUICK_SCHEDULE = {"max_steps": 500, "eval_every": 250, "patience": 2}
 
 
-def with_sampling_steps(model: Any, vocabulary: Any, steps: int) -> Any:
-    """A copy of a trained DMI model whose refiner samples with ``steps`` DDIM steps."""
+def with_sampling_steps(model: Any, vocabulary: Any, sampling_steps: int) -> Any:
+    """A copy of a trained DMI model whose refiner samples with ``sampling_steps`` DDIM steps."""
     from trainer.train import build_model
 
-    config = dataclasses.replace(model.config, sampling_steps=steps)
+    config = dataclasses.replace(model.config, sampling_steps=sampling_steps)
     clone = build_model(config, vocabulary)
     clone.set_weights(model.get_weights())
     return clone

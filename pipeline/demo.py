@@ -16,7 +16,7 @@ import time
 
 from pipeline import configs, local_runner
 from serving.client import RetrievalClient
-from serving.config import ModelConfig, ServerOptions
+from serving.config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from trainer import constants, export, interactions, synthetic
 from trainer.sequences import cut_users, user_sequence
@@ -56,7 +56,7 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
     sequences = {user: user_sequence(events) for user, events in by_user.items()}
     users = cut_users(sequences, constants.TEST)[:DEMO_USERS]
     options = ServerOptions(
-        models=tuple(ModelConfig(name, os.path.join(serving_base, name)) for name in export.SERVABLES), port=0
+        models=tuple(ServedModel(name, os.path.join(serving_base, name)) for name in export.SERVABLES), port=0
     )
     with ModelServer(options) as server:
         print(f"model server on {server.address}")

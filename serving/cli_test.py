@@ -13,7 +13,7 @@ import pytest
 
 from serving.cli import add_query_command, add_serve_command
 from serving.client import RetrievalClient, ServingError
-from serving.config import ModelConfig, ServerOptions
+from serving.config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import ReferenceModel, unused_port
 
@@ -40,7 +40,7 @@ def base_path(tmp_path_factory, model) -> str:
 
 @pytest.fixture(scope="module")
 def address(base_path) -> Iterator[str]:
-    options = ServerOptions(models=(ModelConfig("dmi", base_path),), port=0, file_system_poll_wait_seconds=0)
+    options = ServerOptions(models=(ServedModel("dmi", base_path),), port=0, file_system_poll_wait_seconds=0)
     with ModelServer(options) as server:
         yield server.address
 

@@ -52,8 +52,10 @@ class ServingError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class VersionStatus:
-    """One version's state as the server reports it.
+class ReportedVersionStatus:
+    """One version's state as the server reports it to a client (``GetModelStatus``).
+
+    The server builds the report from its manager's record, ``serving.model_manager.ManagedVersionStatus``.
 
     Attributes:
         version: the version number.
@@ -161,7 +163,7 @@ class RetrievalClient:
         response = self._call(self._predictions.Predict, request)
         return tf.make_ndarray(response.outputs["interests"])
 
-    def status(self) -> list[VersionStatus]:
+    def status(self) -> list[ReportedVersionStatus]:
         """The state of every version of the model the server knows, newest first.
 
         Raises:
@@ -171,7 +173,7 @@ class RetrievalClient:
         response = self._call(self._models.GetModelStatus, request)
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
         return [
-            VersionStatus(s.version, state_name(s.state), s.status.error_message)
+            ReportedVersionStatus(s.version, state_name(s.state), s.status.error_message)
             for s in response.model_version_status
         ]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving.client import RetrievalClient, ServingError, history_array
-from serving.config import ModelConfig, ServerOptions
+from serving.config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import ReferenceModel, unused_port
 
@@ -27,7 +27,7 @@ def address(tmp_path_factory, models) -> Iterator[str]:
     base = str(tmp_path_factory.mktemp("dmi"))
     for version, model in models.items():
         model.save(base, version)
-    options = ServerOptions(models=(ModelConfig("dmi", base),), port=0, file_system_poll_wait_seconds=0)
+    options = ServerOptions(models=(ServedModel("dmi", base),), port=0, file_system_poll_wait_seconds=0)
     with ModelServer(options) as server:
         yield server.address
 

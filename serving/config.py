@@ -90,8 +90,11 @@ class VersionPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ServedModel:
     """One served model: its name, where its versions live and which of them to serve.
+
+    One entry of a TF Serving ``models.config`` (``model_config_list.config``, the proto's ``ModelConfig``);
+    not to be confused with ``trainer.config.ModelConfig``, the training configuration.
 
     Attributes:
         name: the name clients put in ``ModelSpec.name``.
@@ -164,7 +167,7 @@ class ServerOptions:
         load_retry_interval_s: seconds before the first retry.
     """
 
-    models: tuple[ModelConfig, ...]
+    models: tuple[ServedModel, ...]
     host: str = "127.0.0.1"
     port: int = 8500
     max_workers: int = 16
@@ -176,14 +179,14 @@ class ServerOptions:
     load_retry_interval_s: float = 1.0
 
 
-def model_configs_from_proto(proto: model_server_config_pb2.ModelServerConfig) -> list[ModelConfig]:
-    """Validates a ``ModelServerConfig`` and turns it into :class:`ModelConfig` values.
+def served_models_from_proto(proto: model_server_config_pb2.ModelServerConfig) -> list[ServedModel]:
+    """Validates a ``ModelServerConfig`` and turns it into :class:`ServedModel` values.
 
     Args:
         proto: the config, as read from a ``model_config_file`` or a ``ReloadConfigRequest``.
 
     Returns:
-        One :class:`ModelConfig` per configured model, in file order.
+        One :class:`ServedModel` per configured model, in file order.
 
     Raises:
         ValueError: a custom config, no model, a duplicate or empty name, an empty base path, a platform
@@ -202,7 +205,7 @@ def model_configs_from_proto(proto: model_server_config_pb2.ModelServerConfig) -
         if entry.HasField("logging_config"):
             _LOG.warning("model %r: logging_config is not supported and is ignored", entry.name)
         configs.append(
-            ModelConfig(
+            ServedModel(
                 name=entry.name,
                 base_path=_absolute_base_path(entry.base_path),
                 version_policy=_version_policy_from_proto(entry),
@@ -231,7 +234,7 @@ def _version_policy_from_proto(entry: model_server_config_pb2.ModelConfig) -> Ve
         raise ValueError(f"model {entry.name!r}: {e}") from e
 
 
-def read_model_config_file(path: str) -> list[ModelConfig]:
+def read_model_config_file(path: str) -> list[ServedModel]:
     """Reads a text ``ModelServerConfig`` file (``--model_config_file``).
 
     Args:
@@ -242,13 +245,13 @@ def read_model_config_file(path: str) -> list[ModelConfig]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file does not parse or fails :func:`model_configs_from_proto`'s checks.
+        ValueError: the file does not parse or fails :func:`served_models_from_proto`'s checks.
     """
     text = _read_text(path)
     proto = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, proto)
-        return model_configs_from_proto(proto)
+        return served_models_from_proto(proto)
     except (text_format.ParseError, ValueError) as e:
         raise ValueError(f"{path}: {e}") from e
 
@@ -417,7 +420,7 @@ def server_options_from_flags(args: argparse.Namespace) -> ServerOptions:
     if args.model_config_file:
         models = read_model_config_file(args.model_config_file)
     else:
-        models = [ModelConfig(name=args.model_name, base_path=_absolute_base_path(args.model_base_path))]
+        models = [ServedModel(name=args.model_name, base_path=_absolute_base_path(args.model_base_path))]
     batching = None
     if args.enable_batching:
         batching = BatchingOptions(

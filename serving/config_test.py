@@ -31,7 +31,7 @@ def test_reads_model_config_file_with_policies_and_labels(tmp_path):
         """,
     )
     dmi, baseline = config.read_model_config_file(path)
-    assert dmi == config.ModelConfig("dmi", "/models/dmi", config.VersionPolicy("latest", num_versions=1))
+    assert dmi == config.ServedModel("dmi", "/models/dmi", config.VersionPolicy("latest", num_versions=1))
     assert baseline.base_path == os.path.abspath("rel/baseline")
     assert baseline.version_policy == config.VersionPolicy("specific", versions=frozenset({2, 5}))
     assert baseline.version_labels == {"stable": 2}
@@ -78,7 +78,7 @@ def test_flags_mirror_tensorflow_model_server(tmp_path):
          "--batching_max_batch_size", "8", "--batching_timeout_micros", "500"]
     )
     options = config.server_options_from_flags(args)
-    assert options.models == (config.ModelConfig("dmi", str(tmp_path)),)
+    assert options.models == (config.ServedModel("dmi", str(tmp_path)),)
     assert (options.host, options.port, options.file_system_poll_wait_seconds) == ("127.0.0.1", 0, 1.0)
     assert options.batching == config.BatchingOptions(max_batch_size=8, timeout_s=0.0005)
 
@@ -110,7 +110,7 @@ def test_remote_base_paths_are_kept_as_given_and_local_ones_made_absolute(tmp_pa
         os.path.join(os.getcwd(), "rel", "dmi"),
     ]
     options = config.server_options_from_flags(_parse_flags(["--model_base_path", "gs://bucket/models/dmi"]))
-    assert options.models == (config.ModelConfig("default", "gs://bucket/models/dmi"),)
+    assert options.models == (config.ServedModel("default", "gs://bucket/models/dmi"),)
 
 
 def test_reads_a_model_config_file_on_a_tensorflow_file_system(ram_root):
@@ -120,6 +120,6 @@ def test_reads_a_model_config_file_on_a_tensorflow_file_system(ram_root):
     tf.io.gfile.makedirs(ram_root)
     with tf.io.gfile.GFile(path, "w") as f:
         f.write('model_config_list { config { name: "dmi" base_path: "ram://models/dmi" } }')
-    assert config.read_model_config_file(path) == [config.ModelConfig("dmi", "ram://models/dmi")]
+    assert config.read_model_config_file(path) == [config.ServedModel("dmi", "ram://models/dmi")]
     with pytest.raises(FileNotFoundError):
         config.read_model_config_file(f"{ram_root}/missing.config")

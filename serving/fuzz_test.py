@@ -17,7 +17,7 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import fuzzing
-from serving.config import ModelConfig, ServerOptions
+from serving.config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import ReferenceModel, predict_request, resident_memory_mb, top_items
 
@@ -37,7 +37,7 @@ def test_hostile_requests_are_refused_cleanly_and_the_server_stays_correct(tmp_p
     base = str(tmp_path / "dmi")
     model.save(base, 1)
     options = ServerOptions(
-        models=(ModelConfig("dmi", base),), port=0, file_system_poll_wait_seconds=0, max_workers=4
+        models=(ServedModel("dmi", base),), port=0, file_system_poll_wait_seconds=0, max_workers=4
     )
     with ModelServer(options) as server, grpc.insecure_channel(server.address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)

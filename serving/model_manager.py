@@ -37,7 +37,7 @@ import tensorflow as tf
 from google.protobuf import message as message_lib
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
-from serving.config import ModelConfig
+from serving.config import ServedModel
 from serving.errors import StatusError, not_found
 from serving.servable import SAVED_MODEL_FILENAMES, Servable
 from serving.warmup import replay_warmup_requests
@@ -61,8 +61,10 @@ class VersionState(enum.IntEnum):
 
 
 @dataclasses.dataclass(frozen=True)
-class VersionStatus:
-    """Where one version stands.
+class ManagedVersionStatus:
+    """Where one version stands, as its manager records it (the server reports it from this record).
+
+    The client's view of the same report is ``serving.client.ReportedVersionStatus``.
 
     Attributes:
         version: the version number.
@@ -189,7 +191,7 @@ class _Loaded:
 class ModelManager:
     """Loads, serves and unloads the versions of one model, polling its base path in a background thread."""
 
-    def __init__(self, config: ModelConfig, max_num_load_retries: int = 5, load_retry_interval_s: float = 1.0):
+    def __init__(self, config: ServedModel, max_num_load_retries: int = 5, load_retry_interval_s: float = 1.0):
         """Creates a manager that serves nothing until its first :meth:`poll`.
 
         Args:
@@ -204,7 +206,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._loaded: dict[int, _Loaded] = {}
-        self._statuses: dict[int, VersionStatus] = {}
+        self._statuses: dict[int, ManagedVersionStatus] = {}
         self._scan_problem = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -258,7 +260,7 @@ class ModelManager:
                     if not missing:
                         break
                     version = missing[-1]
-                    self._statuses[version] = VersionStatus(version, VersionState.LOADING)
+                    self._statuses[version] = ManagedVersionStatus(version, VersionState.LOADING)
                 self._load(version, on_disk[version])
             with self._lock:
                 target = self._target_versions(on_disk)
@@ -295,7 +297,7 @@ class ModelManager:
         finally:
             loaded.in_flight.exit()
 
-    def statuses(self) -> list[VersionStatus]:
+    def statuses(self) -> list[ManagedVersionStatus]:
         """Every version seen so far (loading, available, unloading, unloaded or failed), newest first."""
         with self._lock:
             return [self._statuses[v] for v in sorted(self._statuses, reverse=True)]
@@ -349,7 +351,7 @@ class ModelManager:
             retries = self._failures[version].attempts if version in self._failures else 0  # done so far
             interval = min(_MAX_RETRY_INTERVAL_S, self._retry_interval_s * 2**retries)
             with self._lock:
-                self._statuses[version] = VersionStatus(version, VersionState.END, code, message)
+                self._statuses[version] = ManagedVersionStatus(version, VersionState.END, code, message)
                 self._failures[version] = _Failure(retries + 1, time.monotonic() + interval, fingerprint)
             retry = (
                 f"retry {retries + 1} of {self._max_retries} in {interval:.1f} s"
@@ -364,10 +366,10 @@ class ModelManager:
         with self._lock:
             self._failures.pop(version, None)
             if self._stop.is_set():  # stopped while loading: drop the version instead of serving it
-                self._statuses[version] = VersionStatus(version, VersionState.END)
+                self._statuses[version] = ManagedVersionStatus(version, VersionState.END)
                 return
             self._loaded[version] = _Loaded(servable, _InFlight())
-            self._statuses[version] = VersionStatus(version, VersionState.AVAILABLE)
+            self._statuses[version] = ManagedVersionStatus(version, VersionState.AVAILABLE)
         _LOG.info(
             "model %r version %d loaded from %s in %.0f ms (%d warm-up requests)",
             self.name, version, path, _elapsed_ms(start), warmups,
@@ -379,14 +381,14 @@ class ModelManager:
             loaded = self._loaded.pop(version, None)
             if loaded is None:  # already unloaded by a concurrent stop()
                 return
-            self._statuses[version] = VersionStatus(version, VersionState.UNLOADING)
+            self._statuses[version] = ManagedVersionStatus(version, VersionState.UNLOADING)
         if not loaded.in_flight.wait_idle(_DRAIN_TIMEOUT_S):
             _LOG.warning(
                 "model %r version %d: requests still running after %.0f s; unloading anyway",
                 self.name, version, _DRAIN_TIMEOUT_S,
             )
         with self._lock:
-            self._statuses[version] = VersionStatus(version, VersionState.END)
+            self._statuses[version] = ManagedVersionStatus(version, VersionState.END)
         _LOG.info("model %r version %d unloaded in %.0f ms", self.name, version, _elapsed_ms(start))
 
     def _report_scan_problem(self, problem: str) -> None:
@@ -419,7 +421,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._apply_lock = threading.Lock()
 
-    def apply(self, configs: Sequence[ModelConfig]) -> None:
+    def apply(self, configs: Sequence[ServedModel]) -> None:
         """Makes the registry serve exactly ``configs``.
 
         New models, and models whose config changed, get a new manager that loads its versions before it

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2
 
-from serving.config import ModelConfig, VersionPolicy
+from serving.config import ServedModel, VersionPolicy
 from serving.errors import StatusError
 from serving.model_manager import ModelManager, ModelRegistry, VersionState, load_error_code, scan_versions
 from serving.testing import ReferenceModel, write_broken_version
@@ -59,7 +59,7 @@ def test_scan_keeps_complete_integer_versions_only(tmp_path, pristine):
 
 def test_serves_newest_version_and_swaps_in_new_ones(tmp_path, pristine):
     _copy_version(pristine, str(tmp_path), 1)
-    manager = ModelManager(ModelConfig("dmi", str(tmp_path)))
+    manager = ModelManager(ServedModel("dmi", str(tmp_path)))
     manager.poll()
     assert _served_version(manager) == 1
     _copy_version(pristine, str(tmp_path), 2)
@@ -75,7 +75,7 @@ def test_serves_newest_version_and_swaps_in_new_ones(tmp_path, pristine):
 
 def test_broken_version_is_reported_and_previous_keeps_serving(tmp_path, pristine):
     _copy_version(pristine, str(tmp_path), 1)
-    manager = ModelManager(ModelConfig("dmi", str(tmp_path)))
+    manager = ModelManager(ServedModel("dmi", str(tmp_path)))
     manager.poll()
     write_broken_version(str(tmp_path), 2)
     manager.poll()
@@ -93,7 +93,7 @@ def test_broken_version_is_reported_and_previous_keeps_serving(tmp_path, pristin
 def test_keeps_serving_when_versions_disappear(tmp_path, pristine):
     _copy_version(pristine, str(tmp_path), 1)
     _copy_version(pristine, str(tmp_path), 2)
-    manager = ModelManager(ModelConfig("dmi", str(tmp_path)))
+    manager = ModelManager(ServedModel("dmi", str(tmp_path)))
     manager.poll()
     shutil.rmtree(tmp_path / "2")
     manager.poll()  # version 1 is loaded before version 2 goes
@@ -106,7 +106,7 @@ def test_keeps_serving_when_versions_disappear(tmp_path, pristine):
 
 def test_base_path_created_after_start_is_picked_up(tmp_path, pristine, caplog):
     base = tmp_path / "not-yet"
-    manager = ModelManager(ModelConfig("dmi", str(base)))
+    manager = ModelManager(ServedModel("dmi", str(base)))
     manager.poll()
     manager.poll()
     assert caplog.text.count("cannot list base path") == 1  # reported once, not at every poll
@@ -121,7 +121,7 @@ def test_base_path_created_after_start_is_picked_up(tmp_path, pristine, caplog):
 def test_version_policy_and_labels(tmp_path, pristine):
     _copy_version(pristine, str(tmp_path), 1)
     _copy_version(pristine, str(tmp_path), 2)
-    config = ModelConfig(
+    config = ServedModel(
         "dmi", str(tmp_path), VersionPolicy("all"), version_labels={"stable": 1, "gone": 9}
     )
     manager = ModelManager(config)
@@ -138,7 +138,7 @@ def test_version_policy_and_labels(tmp_path, pristine):
 
 def test_unloading_waits_for_in_flight_requests(tmp_path, pristine):
     _copy_version(pristine, str(tmp_path), 1)
-    manager = ModelManager(ModelConfig("dmi", str(tmp_path)))
+    manager = ModelManager(ServedModel("dmi", str(tmp_path)))
     manager.poll()
     with manager.acquire(_spec()) as servable:
         _copy_version(pristine, str(tmp_path), 2)
@@ -160,11 +160,11 @@ def test_registry_adds_replaces_and_removes_models(tmp_path, pristine):
     for name in ("a", "b"):
         _copy_version(pristine, str(tmp_path / name), 1)
     registry = ModelRegistry(poll_interval_s=0)
-    registry.apply([ModelConfig("a", str(tmp_path / "a"))])
+    registry.apply([ServedModel("a", str(tmp_path / "a"))])
     first = registry.manager("a")
-    registry.apply([ModelConfig("a", str(tmp_path / "a")), ModelConfig("b", str(tmp_path / "b"))])
+    registry.apply([ServedModel("a", str(tmp_path / "a")), ServedModel("b", str(tmp_path / "b"))])
     assert registry.manager("a") is first  # unchanged config: untouched
-    registry.apply([ModelConfig("b", str(tmp_path / "b"), VersionPolicy("all"))])
+    registry.apply([ServedModel("b", str(tmp_path / "b"), VersionPolicy("all"))])
     with pytest.raises(StatusError, match="no model named 'a'"):
         registry.manager("a")
     assert _states(first) == {1: VersionState.END}
@@ -175,7 +175,7 @@ def test_registry_adds_replaces_and_removes_models(tmp_path, pristine):
 def test_a_version_copied_non_atomically_is_loaded_once_complete(tmp_path, pristine):
     """``saved_model.pb`` first, ``variables/`` later (as a plain recursive copy may write them)."""
     _copy_version(pristine, str(tmp_path), 1)
-    manager = ModelManager(ModelConfig("dmi", str(tmp_path)), load_retry_interval_s=3600)
+    manager = ModelManager(ServedModel("dmi", str(tmp_path)), load_retry_interval_s=3600)
     manager.poll()
     source, target = os.path.join(pristine, "2"), tmp_path / "2"
     os.makedirs(target)
@@ -195,7 +195,7 @@ def test_a_version_copied_non_atomically_is_loaded_once_complete(tmp_path, prist
 def test_a_failed_load_is_retried_with_back_off_then_given_up(tmp_path, pristine, caplog):
     _copy_version(pristine, str(tmp_path), 1)
     write_broken_version(str(tmp_path), 2)
-    manager = ModelManager(ModelConfig("dmi", str(tmp_path)), max_num_load_retries=2, load_retry_interval_s=0.05)
+    manager = ModelManager(ServedModel("dmi", str(tmp_path)), max_num_load_retries=2, load_retry_interval_s=0.05)
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         manager.poll()

@@ -49,10 +49,10 @@ from tensorflow_serving.apis import (
 from serving.batching import BatchingRunner
 from serving.config import (
     DEFAULT_MAX_MESSAGE_BYTES,
-    ModelConfig,
     RequestLimits,
+    ServedModel,
     ServerOptions,
-    model_configs_from_proto,
+    served_models_from_proto,
 )
 from serving.errors import StatusError, invalid_argument, not_found, resource_exhausted
 from serving.model_manager import ModelRegistry
@@ -305,7 +305,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     ) -> model_management_pb2.ReloadConfigResponse:
         """Serves exactly the models of the new config; returns once new and changed models are loaded."""
         try:
-            configs = model_configs_from_proto(request.config)
+            configs = served_models_from_proto(request.config)
         except ValueError as e:
             raise invalid_argument(f"invalid model server config: {e}") from e
         self._registry.apply(configs)
@@ -342,7 +342,7 @@ class ModelServer:
         return f"{_bracketed(self.options.host)}:{self.port}"
 
     @property
-    def models(self) -> list[ModelConfig]:
+    def models(self) -> list[ServedModel]:
         """The models currently configured, sorted by name."""
         return [manager.config for manager in self._registry.managers()]
 

@@ -31,7 +31,7 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config, fuzzing
-from serving.config import BatchingOptions, ModelConfig, ServerOptions
+from serving.config import BatchingOptions, ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import (
     ReferenceModel,
@@ -69,7 +69,7 @@ class Served:
 
 @contextlib.contextmanager
 def serve(
-    *models: ModelConfig, poll_s: float = 0.0, batching: BatchingOptions | None = None, **options: object
+    *models: ServedModel, poll_s: float = 0.0, batching: BatchingOptions | None = None, **options: object
 ) -> Iterator[Served]:
     """Starts a server on a free loopback port and stops it on exit (``options``: more ServerOptions)."""
     options = ServerOptions(
@@ -93,7 +93,7 @@ def model() -> ReferenceModel:
 def served(tmp_path_factory, model) -> Iterator[Served]:
     base = str(tmp_path_factory.mktemp("dmi"))
     model.save(base, 1)
-    with serve(ModelConfig("dmi", base)) as running:
+    with serve(ServedModel("dmi", base)) as running:
         yield running
 
 
@@ -314,7 +314,7 @@ def test_new_version_is_picked_up_under_load_without_failed_requests(tmp_path):
     seen: list[list[tuple[int, TopN]]] = [[] for _ in range(4)]
     errors: list[Exception] = []
     stop = threading.Event()
-    with serve(ModelConfig("dmi", str(tmp_path)), poll_s=0.1) as served:
+    with serve(ServedModel("dmi", str(tmp_path)), poll_s=0.1) as served:
 
         def send(index: int) -> None:
             deadline = time.monotonic() + 60.0
@@ -354,7 +354,7 @@ def test_new_version_is_picked_up_under_load_without_failed_requests(tmp_path):
 
 def test_broken_newer_version_is_reported_and_does_not_replace_the_good_one(tmp_path, model):
     model.save(str(tmp_path), 1)
-    with serve(ModelConfig("dmi", str(tmp_path)), poll_s=0.1) as served:
+    with serve(ServedModel("dmi", str(tmp_path)), poll_s=0.1) as served:
         write_broken_version(str(tmp_path), 2)
         wait_for(lambda: len(served.status().model_version_status) == 2, "version 2 to be tried")
         broken, good = served.status().model_version_status
@@ -398,7 +398,7 @@ def test_reload_config_changes_the_served_models(tmp_path, model):
     new_config.model_config_list.config.add(
         name="b", base_path=str(tmp_path / "b"), model_platform="tensorflow"
     )
-    with serve(ModelConfig("a", str(tmp_path / "a"))) as served:
+    with serve(ServedModel("a", str(tmp_path / "a"))) as served:
         request = model_management_pb2.ReloadConfigRequest(config=new_config)
         response = served.models.HandleReloadConfigRequest(request, timeout=_TIMEOUT_S)
         assert response.status.error_code == 0
@@ -420,7 +420,7 @@ def test_batching_gives_the_same_results_as_unbatched(tmp_path, model, served):
     batched: list[TopN | Exception | None] = [None] * len(requests)
     start = threading.Barrier(len(requests))
     batching = BatchingOptions(max_batch_size=16, timeout_s=0.05)
-    with serve(ModelConfig("dmi", str(tmp_path)), batching=batching) as b:
+    with serve(ServedModel("dmi", str(tmp_path)), batching=batching) as b:
 
         def send(index: int) -> None:
             start.wait(_TIMEOUT_S)
@@ -458,7 +458,7 @@ def test_undecodable_bytes_are_invalid_argument_with_one_log_line(served, model,
 def test_request_limits_are_configurable(tmp_path, model):
     model.save(str(tmp_path), 1)
     limits = config.RequestLimits(max_batch_rows=2, max_row_elements=3, max_request_elements=5)
-    with serve(ModelConfig("dmi", str(tmp_path)), limits=limits) as running:
+    with serve(ServedModel("dmi", str(tmp_path)), limits=limits) as running:
         running.predict(predict_request([["i1", "i2", "i3"]], top_n=2))
         for histories, message in (
             ([["i1"]] * 3, "has 3 rows; this server accepts at most 2 per request (--max_batch_rows)"),
@@ -472,7 +472,7 @@ def test_request_limits_are_configurable(tmp_path, model):
 
 def test_a_response_over_the_message_limit_is_resource_exhausted(tmp_path, model):
     model.save(str(tmp_path), 1)
-    with serve(ModelConfig("dmi", str(tmp_path)), grpc_max_message_bytes=4096) as running:
+    with serve(ServedModel("dmi", str(tmp_path)), grpc_max_message_bytes=4096) as running:
         running.predict(predict_request([["i1"]], top_n=2))
         with pytest.raises(grpc.RpcError) as error:
             running.predict(predict_request([["i1"]] * 40, top_n=50))

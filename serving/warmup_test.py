@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, prediction_log_pb2
 
-from serving.config import ModelConfig
+from serving.config import ServedModel
 from serving.model_manager import ModelManager, VersionState
 from serving.testing import ReferenceModel, predict_request
 from serving.warmup import WARMUP_PATH, read_warmup_requests, write_warmup_requests
@@ -37,7 +37,7 @@ def test_rejects_records_other_than_predict_logs(tmp_path):
 def test_version_loads_after_replaying_its_warmup_requests(tmp_path, caplog):
     warmup = [predict_request([["i1"]], top_n=5)] * 3
     ReferenceModel.random(seed=1).save(str(tmp_path), 1, warmup_requests=warmup)
-    manager = ModelManager(ModelConfig("dmi", str(tmp_path)))
+    manager = ModelManager(ServedModel("dmi", str(tmp_path)))
     with caplog.at_level("INFO", logger="serving.model_manager"):
         manager.poll()
     assert [s.state for s in manager.statuses()] == [VersionState.AVAILABLE]
@@ -50,7 +50,7 @@ def test_failing_warmup_request_fails_the_version(tmp_path):
     model.save(str(tmp_path), 1)
     warmup = [predict_request([["i1"]]), predict_request([["i1"]], top_n=99)]
     model.save(str(tmp_path), 2, warmup_requests=warmup)
-    manager = ModelManager(ModelConfig("dmi", str(tmp_path)))
+    manager = ModelManager(ServedModel("dmi", str(tmp_path)))
     manager.poll()
     failed, serving = manager.statuses()
     assert (failed.state, serving.state) == (VersionState.END, VersionState.AVAILABLE)

@@ -51,12 +51,12 @@ def test_train_evaluate_and_serve_through_grpc(tmp_path, capsys):
     assert evaluation["metrics"]["recall@50"] == pytest.approx(metrics["test"]["recall@50"])
 
     # Serve the pushed dmi_exact model and query it through gRPC on loopback.
-    from serving.config import ServerOptions, ModelConfig
+    from serving.config import ServedModel, ServerOptions
     from serving.server import ModelServer
     from serving.client import RetrievalClient
 
     options = ServerOptions(
-        models=(ModelConfig(name="dmi_exact", base_path=os.path.join(serving, "dmi_exact")),), port=0
+        models=(ServedModel(name="dmi_exact", base_path=os.path.join(serving, "dmi_exact")),), port=0
     )
     with ModelServer(options) as server:
         with RetrievalClient(server.address, "dmi_exact") as client:

@@ -20,7 +20,7 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from pipeline import cli
-from serving.config import ModelConfig
+from serving.config import ServedModel
 from serving.model_manager import ModelManager, scan_versions
 from serving.servable import Servable
 from serving.testing import ReferenceModel, predict_request, top_items, unused_port, wait_for
@@ -101,7 +101,7 @@ def test_a_push_killed_at_any_point_never_leaves_a_version_the_server_would_load
     assert len(versions) >= 4
     for version, path in sorted(versions.items()):
         Servable.load("dmi_exact", version, path)  # every version the server would see is complete
-    manager = ModelManager(ModelConfig("dmi_exact", str(base / "dmi_exact")))
+    manager = ModelManager(ServedModel("dmi_exact", str(base / "dmi_exact")))
     manager.poll()
     assert not any(status.failed for status in manager.statuses())
     manager.stop()

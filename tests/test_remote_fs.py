@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from pipeline import cli
-from serving.config import ModelConfig, ServerOptions
+from serving.config import ServedModel, ServerOptions
 from serving.model_manager import scan_versions
 from serving.server import ModelServer
 from serving.testing import assert_same_top, predict_request, top_items
@@ -96,7 +96,7 @@ def test_the_push_to_ram_is_complete_and_serves_what_the_local_push_serves(roots
     vocabulary = train.load_model(fs.join(roots["remote"], "run"))[1].item_ids
     histories = [list(vocabulary[:3]), [vocabulary[7]], list(vocabulary[20:30]), ["never-seen", vocabulary[1]]]
     models = tuple(
-        ModelConfig(f"{where}-{name}", fs.join(roots[where], "serving", name))
+        ServedModel(f"{where}-{name}", fs.join(roots[where], "serving", name))
         for where in WHERE
         for name in export.SERVABLES
     )

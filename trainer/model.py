@@ -112,7 +112,7 @@ class DMIModel(tfrs.Model):
         self.refiner = None
         if config.diffusion:
             self.refiner = DiffusionRefiner(
-                num_steps=config.diffusion_steps,
+                diffusion_steps=config.diffusion_steps,
                 alpha_min=config.alpha_min,
                 alpha_max=config.alpha_max,
                 noise_scale=config.noise_scale,
@@ -123,7 +123,7 @@ class DMIModel(tfrs.Model):
                 stop_gradient=config.stop_gradient,
                 serving_noise=config.serving_noise,
                 num_heads=config.denoiser_heads,
-                norm_position=config.denoiser_norm,
+                denoiser_norm=config.denoiser_norm,
                 dropout=config.denoiser_dropout,
                 query_residual=config.denoiser_query_residual,
                 loss=config.diffusion_loss,

@@ -81,7 +81,7 @@ class InterestDenoiser(keras.layers.Layer):
     """The denoising module ``f_theta`` of DMI: one cross-attention transformer layer (Eq. 11).
 
     Predicts the clean interest ``v_0`` directly (x0-prediction, as the paper) from the noisy interest.
-    With ``norm_position="post"`` (the original Transformer, PyTorch's default
+    With ``denoiser_norm="post"`` (the original Transformer, PyTorch's default
     ``nn.TransformerDecoderLayer``)::
 
         q  = v_t                                           # one query token, (1, d)
@@ -89,7 +89,7 @@ class InterestDenoiser(keras.layers.Layer):
         x  = LayerNorm(q + Dropout(MultiHeadAttention(q, kv, kv)))
         v0 = LayerNorm(x + Dropout(FFN(x)))                # FFN: d -> ffn_multiplier * d -> d
 
-    and with ``norm_position="pre"`` (``norm_first=True`` in PyTorch)::
+    and with ``denoiser_norm="pre"`` (``norm_first=True`` in PyTorch)::
 
         x  = q + Dropout(MultiHeadAttention(LayerNorm(q), kv, kv))
         v0 = x + Dropout(FFN(LayerNorm(x)))
@@ -110,43 +110,43 @@ class InterestDenoiser(keras.layers.Layer):
     history only has to move it.
 
     Args:
-      num_steps: Number of diffusion steps ``T``; steps are in ``0..T``.
+      diffusion_steps: Number of diffusion steps ``T``; steps are in ``0..T``.
       num_heads: Attention heads.
       ffn_multiplier: Width of the feed-forward hidden layer, in multiples of ``d``.
       dropout: Dropout rate on the attention probabilities and both residual branches.
       activation: Activation of the feed-forward hidden layer.
-      norm_position: ``"post"`` or ``"pre"``: where the two LayerNorms sit (see above).
+      denoiser_norm: ``"post"`` or ``"pre"``: where the two LayerNorms sit (see above).
       query_residual: Keep the residual path from the query ``v_t`` (pre-norm only; see above).
       **kwargs: Passed to `keras.layers.Layer`.
     """
 
     def __init__(
         self,
-        num_steps: int,
+        diffusion_steps: int,
         num_heads: int = 2,
         ffn_multiplier: int = 4,
         dropout: float = 0.0,
         activation: str = "relu",
-        norm_position: DenoiserNorm = "post",
+        denoiser_norm: DenoiserNorm = "post",
         query_residual: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_denoiser_arguments(num_steps, ffn_multiplier)
+        _check_denoiser_arguments(diffusion_steps, ffn_multiplier)
         if num_heads < 1:
             raise ValueError(f"`num_heads` must be >= 1, got {num_heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout}")
-        if norm_position not in DENOISER_NORMS:
-            raise ValueError(f"`norm_position` must be one of {DENOISER_NORMS}, got {norm_position!r}")
-        if not query_residual and norm_position != "pre":
-            raise ValueError("`query_residual=False` needs norm_position='pre' (post-norm adds q inside a norm)")
-        self.num_steps = num_steps
+        if denoiser_norm not in DENOISER_NORMS:
+            raise ValueError(f"`denoiser_norm` must be one of {DENOISER_NORMS}, got {denoiser_norm!r}")
+        if not query_residual and denoiser_norm != "pre":
+            raise ValueError("`query_residual=False` needs denoiser_norm='pre' (post-norm adds q inside a norm)")
+        self.diffusion_steps = diffusion_steps
         self.num_heads = num_heads
         self.ffn_multiplier = ffn_multiplier
         self.dropout = dropout
         self.activation = activation
-        self.norm_position = norm_position
+        self.denoiser_norm = denoiser_norm
         self.query_residual = query_residual
 
     def build(self, input_shape: tf.TensorShape) -> None:
@@ -160,7 +160,7 @@ class InterestDenoiser(keras.layers.Layer):
             raise ValueError(
                 f"The interest dimension {dim} must be divisible by `num_heads`={self.num_heads}"
             )
-        self.step_embedding = keras.layers.Embedding(self.num_steps + 1, dim, name="step_embedding")
+        self.step_embedding = keras.layers.Embedding(self.diffusion_steps + 1, dim, name="step_embedding")
         self.cross_attention = keras.layers.MultiHeadAttention(
             self.num_heads, key_dim=dim // self.num_heads, dropout=self.dropout, name="cross_attention"
         )
@@ -205,7 +205,7 @@ class InterestDenoiser(keras.layers.Layer):
             [tf.ones_like(step[:, tf.newaxis], tf.bool), tf.cast(context_mask, tf.bool)], axis=1
         )
         attention_mask = key_mask[:, tf.newaxis, :]
-        if self.norm_position == "pre":
+        if self.denoiser_norm == "pre":
             attended = self.cross_attention(
                 self.attention_norm(query), keys, keys, attention_mask=attention_mask, training=training
             )
@@ -227,12 +227,12 @@ class InterestDenoiser(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "num_steps": self.num_steps,
+                "diffusion_steps": self.diffusion_steps,
                 "num_heads": self.num_heads,
                 "ffn_multiplier": self.ffn_multiplier,
                 "dropout": self.dropout,
                 "activation": self.activation,
-                "norm_position": self.norm_position,
+                "denoiser_norm": self.denoiser_norm,
                 "query_residual": self.query_residual,
             }
         )
@@ -251,23 +251,23 @@ class MLPDenoiser(keras.layers.Layer):
     recommender the paper's MLP remark refers to; a learned step embedding over ``0..T``.
 
     Args:
-      num_steps: Number of diffusion steps ``T``; steps are in ``0..T``.
-      hidden_multiplier: Width of the hidden layer, in multiples of ``d``.
+      diffusion_steps: Number of diffusion steps ``T``; steps are in ``0..T``.
+      ffn_multiplier: Width of the hidden layer, in multiples of ``d``.
       activation: Activation of the hidden layer.
       **kwargs: Passed to `keras.layers.Layer`.
     """
 
     def __init__(
         self,
-        num_steps: int,
-        hidden_multiplier: int = 4,
+        diffusion_steps: int,
+        ffn_multiplier: int = 4,
         activation: str = "tanh",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_denoiser_arguments(num_steps, hidden_multiplier)
-        self.num_steps = num_steps
-        self.hidden_multiplier = hidden_multiplier
+        _check_denoiser_arguments(diffusion_steps, ffn_multiplier)
+        self.diffusion_steps = diffusion_steps
+        self.ffn_multiplier = ffn_multiplier
         self.activation = activation
 
     def build(self, input_shape: tf.TensorShape) -> None:
@@ -277,9 +277,9 @@ class MLPDenoiser(keras.layers.Layer):
           input_shape: Shape of ``noisy_interest``, ``(batch, dim)`` with a known ``dim``.
         """
         dim = _interest_dim(input_shape)
-        self.step_embedding = keras.layers.Embedding(self.num_steps + 1, dim, name="step_embedding")
+        self.step_embedding = keras.layers.Embedding(self.diffusion_steps + 1, dim, name="step_embedding")
         self.hidden = keras.layers.Dense(
-            self.hidden_multiplier * dim, activation=self.activation, name="hidden"
+            self.ffn_multiplier * dim, activation=self.activation, name="hidden"
         )
         self.projection = keras.layers.Dense(dim, name="projection")
         super().build(input_shape)
@@ -315,20 +315,20 @@ class MLPDenoiser(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "num_steps": self.num_steps,
-                "hidden_multiplier": self.hidden_multiplier,
+                "diffusion_steps": self.diffusion_steps,
+                "ffn_multiplier": self.ffn_multiplier,
                 "activation": self.activation,
             }
         )
         return config
 
 
-def _check_denoiser_arguments(num_steps: int, multiplier: int) -> None:
-    """Raises ValueError for a non-positive number of steps or hidden-width multiplier."""
-    if num_steps < 1:
-        raise ValueError(f"`num_steps` must be >= 1, got {num_steps}")
-    if multiplier < 1:
-        raise ValueError(f"The hidden-width multiplier must be >= 1, got {multiplier}")
+def _check_denoiser_arguments(diffusion_steps: int, ffn_multiplier: int) -> None:
+    """Raises ValueError for a non-positive number of diffusion steps or hidden-width multiplier."""
+    if diffusion_steps < 1:
+        raise ValueError(f"`diffusion_steps` must be >= 1, got {diffusion_steps}")
+    if ffn_multiplier < 1:
+        raise ValueError(f"`ffn_multiplier` must be >= 1, got {ffn_multiplier}")
 
 
 def _interest_dim(input_shape: tf.TensorShape) -> int:

@@ -170,7 +170,7 @@ class PreNormInterestDenoiserTest(tf.test.TestCase):
     def setUp(self):
         super().setUp()
         keras.utils.set_random_seed(4)
-        self.denoiser = InterestDenoiser(STEPS, num_heads=2, ffn_multiplier=2, norm_position="pre")
+        self.denoiser = InterestDenoiser(STEPS, num_heads=2, ffn_multiplier=2, denoiser_norm="pre")
 
     def _zero_residual_branches(self, denoiser: InterestDenoiser) -> None:
         """Zeroes the last projection of the attention and of the feed-forward branch."""
@@ -184,7 +184,7 @@ class PreNormInterestDenoiserTest(tf.test.TestCase):
         self._zero_residual_branches(self.denoiser)
         # Both branches add zero: pre-norm returns v_t itself, unlike post-norm (normalised output below).
         self.assertAllClose(self.denoiser(noisy, steps, context, context_mask), noisy, atol=1e-6)
-        post = InterestDenoiser(STEPS, num_heads=2, ffn_multiplier=2, norm_position="post")
+        post = InterestDenoiser(STEPS, num_heads=2, ffn_multiplier=2, denoiser_norm="post")
         post(noisy, steps, context, context_mask)
         self._zero_residual_branches(post)
         centered = noisy - noisy.mean(axis=-1, keepdims=True)
@@ -195,7 +195,7 @@ class PreNormInterestDenoiserTest(tf.test.TestCase):
         noisy, context, context_mask = _denoiser_inputs()
         steps = tf.constant([1, 2, 3, 4, 6])
         denoiser = InterestDenoiser(
-            STEPS, num_heads=2, ffn_multiplier=2, norm_position="pre", query_residual=False
+            STEPS, num_heads=2, ffn_multiplier=2, denoiser_norm="pre", query_residual=False
         )
         denoiser(noisy, steps, context, context_mask)
         self._zero_residual_branches(denoiser)
@@ -203,7 +203,7 @@ class PreNormInterestDenoiserTest(tf.test.TestCase):
         self.assertAllClose(denoiser(noisy, steps, context, context_mask), np.zeros_like(noisy), atol=1e-6)
         self.assertFalse(InterestDenoiser.from_config(denoiser.get_config()).query_residual)
         with self.assertRaisesRegex(ValueError, "query_residual=False"):
-            InterestDenoiser(STEPS, norm_position="post", query_residual=False)
+            InterestDenoiser(STEPS, denoiser_norm="post", query_residual=False)
 
     def test_output_depends_on_valid_context_only(self):
         noisy, context, context_mask = _denoiser_inputs()
@@ -217,16 +217,16 @@ class PreNormInterestDenoiserTest(tf.test.TestCase):
 
     def test_config_round_trip_and_invalid_position(self):
         restored = InterestDenoiser.from_config(self.denoiser.get_config())
-        self.assertEqual(restored.get_config()["norm_position"], "pre")
-        with self.assertRaisesRegex(ValueError, "`norm_position` must be one of"):
-            InterestDenoiser(STEPS, norm_position="middle")
+        self.assertEqual(restored.get_config()["denoiser_norm"], "pre")
+        with self.assertRaisesRegex(ValueError, "`denoiser_norm` must be one of"):
+            InterestDenoiser(STEPS, denoiser_norm="middle")
 
 
 class MLPDenoiserTest(tf.test.TestCase):
     def setUp(self):
         super().setUp()
         keras.utils.set_random_seed(3)
-        self.denoiser = MLPDenoiser(STEPS, hidden_multiplier=2)
+        self.denoiser = MLPDenoiser(STEPS, ffn_multiplier=2)
 
     def test_shape_and_step_dependence(self):
         noisy, context, context_mask = _denoiser_inputs()

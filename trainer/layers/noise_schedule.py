@@ -14,7 +14,7 @@ class NoiseSchedule:
 
     The schedule is defined through the cumulative signal level ``alpha_bar_t`` (Eq. 8)::
 
-        1 - alpha_bar_t = scale * (alpha_min + (t - 1) / (T - 1) * (alpha_max - alpha_min)),  t = 1..T
+        1 - alpha_bar_t = noise_scale * (alpha_min + (t - 1) / (T - 1) * (alpha_max - alpha_min)),  t = 1..T
 
     with ``alpha_bar_0 = 1``. Derived from it (Eq. 6-7 and 10): ``alpha_t = alpha_bar_t / alpha_bar_{t-1}``,
     ``beta_t = 1 - alpha_t``, the coefficients of the posterior mean of ``q(v_{t-1} | v_t, v_0)``::
@@ -25,46 +25,51 @@ class NoiseSchedule:
     and the posterior variance ``beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)``.
 
     Choice for ``T == 1`` (Eq. 8 divides by ``T - 1``): the single step gets the maximum noise level,
-    ``1 - alpha_bar_1 = scale * alpha_max``. ``alpha_max`` is the paper's "maximum noise level" and inference
-    always starts from step ``T``, so this keeps ``1 - alpha_bar_T = scale * alpha_max`` for every ``T``.
-    (DiffRec's ``np.linspace(start, end, 1)`` would give ``scale * alpha_min`` instead.)
+    ``1 - alpha_bar_1 = noise_scale * alpha_max``. ``alpha_max`` is the paper's "maximum noise level" and
+    inference always starts from step ``T``, so this keeps ``1 - alpha_bar_T = noise_scale * alpha_max`` for
+    every ``T``. (DiffRec's ``np.linspace(start, end, 1)`` would give ``noise_scale * alpha_min`` instead.)
 
     Everything is computed once in float64 with numpy and exposed as read-only numpy arrays; the ``tf``
     methods gather float32 values from constants, so they work inside ``tf.function`` with any batch shape.
 
     Args:
-      steps: Number of diffusion steps ``T`` (>= 1).
+      diffusion_steps: Number of diffusion steps ``T`` (>= 1).
       alpha_min: Minimum noise level ``alpha_min`` (> 0).
       alpha_max: Maximum noise level ``alpha_max`` (>= ``alpha_min``).
-      scale: Noise scale ``s`` (> 0, with ``scale * alpha_max < 1`` so that ``alpha_bar_T > 0``).
+      noise_scale: Noise scale ``s`` (> 0, with ``noise_scale * alpha_max < 1`` so that ``alpha_bar_T > 0``).
 
     Raises:
       ValueError: If an argument is out of range.
     """
 
-    def __init__(self, steps: int, alpha_min: float, alpha_max: float, scale: float) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}")
+    def __init__(self, diffusion_steps: int, alpha_min: float, alpha_max: float, noise_scale: float) -> None:
+        if (
+            isinstance(diffusion_steps, bool)
+            or not isinstance(diffusion_steps, (int, np.integer))
+            or diffusion_steps < 1
+        ):
+            raise ValueError(f"`diffusion_steps` must be an integer >= 1, got {diffusion_steps!r}")
         if not 0.0 < alpha_min <= alpha_max:
             raise ValueError(
                 f"Noise levels must satisfy 0 < alpha_min <= alpha_max, got alpha_min={alpha_min}, "
                 f"alpha_max={alpha_max}"
             )
-        if not 0.0 < scale or not scale * alpha_max < 1.0:
+        if not 0.0 < noise_scale or not noise_scale * alpha_max < 1.0:
             raise ValueError(
-                f"`scale` must satisfy 0 < scale and scale * alpha_max < 1 (alpha_bar_T > 0), got "
-                f"scale={scale}, scale * alpha_max={scale * alpha_max}"
+                "`noise_scale` must satisfy 0 < noise_scale and noise_scale * alpha_max < 1 (alpha_bar_T > 0), "
+                f"got noise_scale={noise_scale}, noise_scale * alpha_max={noise_scale * alpha_max}"
             )
-        self._steps = int(steps)
+        self._diffusion_steps = int(diffusion_steps)
         self._alpha_min = float(alpha_min)
         self._alpha_max = float(alpha_max)
-        self._scale = float(scale)
+        self._noise_scale = float(noise_scale)
 
-        if self._steps == 1:
-            noise_levels = np.array([self._scale * self._alpha_max])
+        if self._diffusion_steps == 1:
+            noise_levels = np.array([self._noise_scale * self._alpha_max])
         else:
-            fractions = np.arange(self._steps, dtype=np.float64) / (self._steps - 1)
-            noise_levels = self._scale * (self._alpha_min + fractions * (self._alpha_max - self._alpha_min))
+            last = self._diffusion_steps
+            fractions = np.arange(last, dtype=np.float64) / (last - 1)
+            noise_levels = self._noise_scale * (self._alpha_min + fractions * (self._alpha_max - self._alpha_min))
         alphas_bar = np.concatenate([[1.0], 1.0 - noise_levels])  # index t = 0..T
         alphas = alphas_bar[1:] / alphas_bar[:-1]  # index t - 1 for t = 1..T
         betas = 1.0 - alphas
@@ -79,9 +84,9 @@ class NoiseSchedule:
         self._posterior_variance = _read_only(betas * (1.0 - previous) / (1.0 - current))
 
     @property
-    def steps(self) -> int:
+    def diffusion_steps(self) -> int:
         """Number of diffusion steps ``T``."""
-        return self._steps
+        return self._diffusion_steps
 
     @property
     def alphas_bar(self) -> np.ndarray:
@@ -186,47 +191,48 @@ class NoiseSchedule:
         Raises:
           ValueError: If ``0 <= t_prev < t <= T`` does not hold.
         """
-        if not 0 <= t_prev < t <= self._steps:
-            raise ValueError(
-                f"DDIM steps must satisfy 0 <= t_prev < t <= {self._steps}, got t={t}, t_prev={t_prev}"
-            )
+        last = self._diffusion_steps
+        if not 0 <= t_prev < t <= last:
+            raise ValueError(f"DDIM steps must satisfy 0 <= t_prev < t <= {last}, got t={t}, t_prev={t_prev}")
         alpha_bar, alpha_bar_prev = float(self._alphas_bar[t]), float(self._alphas_bar[t_prev])
         predicted_noise = (v_t - math.sqrt(alpha_bar) * v0) / math.sqrt(1.0 - alpha_bar)
         return math.sqrt(alpha_bar_prev) * v0 + math.sqrt(1.0 - alpha_bar_prev) * predicted_noise
 
-    def ddim_timesteps(self, num_steps: int) -> list[int]:
+    def ddim_timesteps(self, sampling_steps: int) -> list[int]:
         """Evenly spaced descending subsequence of ``T..1`` for DDIM sampling.
 
-        The subsequence keeps both endpoints of Algorithm 2's loop ``t = T, ..., 1`` (for ``num_steps >= 2``):
-        ``t_i = T - round(i * (T - 1) / (num_steps - 1))`` with halves rounded up, computed in integers.
-        Consecutive entries differ by at least 1 because the spacing ``(T - 1) / (num_steps - 1)`` is >= 1.
-        ``num_steps == 1`` gives ``[T]`` and ``num_steps == T`` gives ``[T, T - 1, ..., 1]``.
+        The subsequence keeps both endpoints of Algorithm 2's loop ``t = T, ..., 1`` (for
+        ``sampling_steps >= 2``): ``t_i = T - round(i * (T - 1) / (sampling_steps - 1))`` with halves rounded
+        up, computed in integers. Consecutive entries differ by at least 1 because the spacing
+        ``(T - 1) / (sampling_steps - 1)`` is >= 1. ``sampling_steps == 1`` gives ``[T]`` and
+        ``sampling_steps == T`` gives ``[T, T - 1, ..., 1]``.
 
         Args:
-          num_steps: Number of sampling steps ``S``, ``1 <= S <= T``.
+          sampling_steps: Number of sampling steps ``S``, ``1 <= S <= T``.
 
         Returns:
           ``S`` strictly decreasing Python ints, the first one ``T``, all >= 1.
 
         Raises:
-          ValueError: If ``num_steps`` is not in ``1..T``.
+          ValueError: If ``sampling_steps`` is not in ``1..T``.
         """
-        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
-            raise ValueError(f"`num_steps` must be an integer, got {num_steps!r}")
-        if not 1 <= num_steps <= self._steps:
-            raise ValueError(f"`num_steps` must be in 1..{self._steps} (the schedule's T), got {num_steps}")
-        if num_steps == 1:
-            return [self._steps]
-        gaps = num_steps - 1
-        return [self._steps - (2 * i * (self._steps - 1) + gaps) // (2 * gaps) for i in range(num_steps)]
+        if isinstance(sampling_steps, bool) or not isinstance(sampling_steps, (int, np.integer)):
+            raise ValueError(f"`sampling_steps` must be an integer, got {sampling_steps!r}")
+        last = self._diffusion_steps
+        if not 1 <= sampling_steps <= last:
+            raise ValueError(f"`sampling_steps` must be in 1..{last} (the schedule's T), got {sampling_steps}")
+        if sampling_steps == 1:
+            return [last]
+        gaps = sampling_steps - 1
+        return [last - (2 * i * (last - 1) + gaps) // (2 * gaps) for i in range(sampling_steps)]
 
     def get_config(self) -> dict[str, Any]:
         """Returns the constructor arguments."""
         return {
-            "steps": self._steps,
+            "diffusion_steps": self._diffusion_steps,
             "alpha_min": self._alpha_min,
             "alpha_max": self._alpha_max,
-            "scale": self._scale,
+            "noise_scale": self._noise_scale,
         }
 
     @classmethod

@@ -9,18 +9,20 @@ from absl.testing import parameterized
 from trainer.layers.noise_schedule import NoiseSchedule
 
 
-def _numpy_alphas_bar(steps: int, alpha_min: float, alpha_max: float, scale: float) -> np.ndarray:
+def _numpy_alphas_bar(
+    diffusion_steps: int, alpha_min: float, alpha_max: float, noise_scale: float
+) -> np.ndarray:
     """alpha_bar_0..T from Eq. 8, written out term by term."""
     values = [1.0]
-    for t in range(1, steps + 1):
-        fraction = (t - 1) / (steps - 1) if steps > 1 else 1.0
-        values.append(1.0 - scale * (alpha_min + fraction * (alpha_max - alpha_min)))
+    for t in range(1, diffusion_steps + 1):
+        fraction = (t - 1) / (diffusion_steps - 1) if diffusion_steps > 1 else 1.0
+        values.append(1.0 - noise_scale * (alpha_min + fraction * (alpha_max - alpha_min)))
     return np.array(values)
 
 
 class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
     def test_endpoints_match_eq_8(self):
-        schedule = NoiseSchedule(steps=10, alpha_min=1e-4, alpha_max=4e-3, scale=0.1)
+        schedule = NoiseSchedule(diffusion_steps=10, alpha_min=1e-4, alpha_max=4e-3, noise_scale=0.1)
         self.assertEqual(schedule.alphas_bar.shape, (11,))
         self.assertEqual(schedule.alphas_bar[0], 1.0)
         self.assertAlmostEqual(1.0 - schedule.alphas_bar[1], 0.1 * 1e-4, places=15)
@@ -28,18 +30,18 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(schedule.alphas_bar, _numpy_alphas_bar(10, 1e-4, 4e-3, 0.1), rtol=0, atol=1e-15)
 
     def test_single_step_uses_the_maximum_noise_level(self):
-        schedule = NoiseSchedule(steps=1, alpha_min=0.01, alpha_max=0.2, scale=0.5)
+        schedule = NoiseSchedule(diffusion_steps=1, alpha_min=0.01, alpha_max=0.2, noise_scale=0.5)
         self.assertAllClose(schedule.alphas_bar, [1.0, 0.9])
         self.assertEqual(schedule.ddim_timesteps(1), [1])
 
     @parameterized.parameters((2,), (5,), (40,))
     def test_alpha_bar_decreases_with_t(self, steps):
-        schedule = NoiseSchedule(steps=steps, alpha_min=1e-3, alpha_max=0.3, scale=1.0)
+        schedule = NoiseSchedule(diffusion_steps=steps, alpha_min=1e-3, alpha_max=0.3, noise_scale=1.0)
         self.assertTrue(np.all(np.diff(schedule.alphas_bar) < 0.0))
         self.assertTrue(np.all(schedule.alphas_bar > 0.0))
 
     def test_derived_quantities_match_numpy(self):
-        schedule = NoiseSchedule(steps=6, alpha_min=0.01, alpha_max=0.4, scale=0.8)
+        schedule = NoiseSchedule(diffusion_steps=6, alpha_min=0.01, alpha_max=0.4, noise_scale=0.8)
         alphas_bar = _numpy_alphas_bar(6, 0.01, 0.4, 0.8)
         for t in range(1, 7):
             alpha = alphas_bar[t] / alphas_bar[t - 1]
@@ -59,7 +61,7 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(np.cumprod(schedule.alphas), schedule.alphas_bar[1:], rtol=0, atol=1e-12)
 
     def test_tf_gathers(self):
-        schedule = NoiseSchedule(steps=6, alpha_min=0.01, alpha_max=0.4, scale=0.8)
+        schedule = NoiseSchedule(diffusion_steps=6, alpha_min=0.01, alpha_max=0.4, noise_scale=0.8)
         t = tf.constant([[0, 1, 6], [3, 3, 2]])
         self.assertEqual(schedule.alpha_bar(t).dtype, tf.float32)
         self.assertAllClose(schedule.alpha_bar(t), schedule.alphas_bar[t.numpy()], rtol=1e-7)
@@ -78,7 +80,7 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(schedule.posterior_mean(v_t, v0, steps), expected, rtol=1e-5, atol=1e-6)
 
     def test_q_sample_statistics(self):
-        schedule = NoiseSchedule(steps=4, alpha_min=0.1, alpha_max=0.7, scale=1.0)
+        schedule = NoiseSchedule(diffusion_steps=4, alpha_min=0.1, alpha_max=0.7, noise_scale=1.0)
         samples, dim = 20000, 3
         v0 = np.tile(np.array([[1.0, -2.0, 0.5]], np.float32), (samples, 1))
         t = np.repeat(np.array([1, 4]), samples // 2)
@@ -95,7 +97,7 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(v_t, np.sqrt(alpha_bar) * v0 + np.sqrt(1 - alpha_bar) * noise, atol=1e-6)
 
     def test_ddim_step(self):
-        schedule = NoiseSchedule(steps=6, alpha_min=0.01, alpha_max=0.4, scale=0.8)
+        schedule = NoiseSchedule(diffusion_steps=6, alpha_min=0.01, alpha_max=0.4, noise_scale=0.8)
         alphas_bar = _numpy_alphas_bar(6, 0.01, 0.4, 0.8)
         rng = np.random.default_rng(1)
         v_t, v0 = rng.normal(size=(2, 3, 5)).astype(np.float32)
@@ -125,48 +127,48 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         (5, 5, [5, 4, 3, 2, 1]),
         (80, 5, [80, 60, 40, 21, 1]),
     )
-    def test_ddim_timesteps(self, steps, num_steps, expected):
-        schedule = NoiseSchedule(steps=steps, alpha_min=1e-4, alpha_max=1e-3, scale=1.0)
-        self.assertEqual(schedule.ddim_timesteps(num_steps), expected)
+    def test_ddim_timesteps(self, steps, sampling_steps, expected):
+        schedule = NoiseSchedule(diffusion_steps=steps, alpha_min=1e-4, alpha_max=1e-3, noise_scale=1.0)
+        self.assertEqual(schedule.ddim_timesteps(sampling_steps), expected)
 
     def test_ddim_timesteps_invariants(self):
         for steps in range(1, 30):
-            schedule = NoiseSchedule(steps=steps, alpha_min=1e-4, alpha_max=1e-3, scale=1.0)
-            for num_steps in range(1, steps + 1):
-                timesteps = np.array(schedule.ddim_timesteps(num_steps))
-                self.assertLen(timesteps, num_steps)
+            schedule = NoiseSchedule(diffusion_steps=steps, alpha_min=1e-4, alpha_max=1e-3, noise_scale=1.0)
+            for sampling_steps in range(1, steps + 1):
+                timesteps = np.array(schedule.ddim_timesteps(sampling_steps))
+                self.assertLen(timesteps, sampling_steps)
                 self.assertEqual(timesteps[0], steps)
                 self.assertGreaterEqual(timesteps[-1], 1)
                 self.assertTrue(np.all(np.diff(timesteps) < 0))
-                if num_steps > 1:
+                if sampling_steps > 1:
                     self.assertEqual(timesteps[-1], 1)
                     gaps = -np.diff(timesteps)
                     self.assertLessEqual(gaps.max() - gaps.min(), 1)  # Evenly spaced up to rounding.
 
     def test_invalid_arguments_raise(self):
-        with self.assertRaisesRegex(ValueError, r"`steps` must be an integer >= 1"):
+        with self.assertRaisesRegex(ValueError, r"`diffusion_steps` must be an integer >= 1"):
             NoiseSchedule(0, 1e-4, 1e-3, 1.0)
-        with self.assertRaisesRegex(ValueError, r"`steps` must be an integer >= 1"):
+        with self.assertRaisesRegex(ValueError, r"`diffusion_steps` must be an integer >= 1"):
             NoiseSchedule(2.5, 1e-4, 1e-3, 1.0)
         with self.assertRaisesRegex(ValueError, r"0 < alpha_min <= alpha_max"):
             NoiseSchedule(5, 0.0, 1e-3, 1.0)
         with self.assertRaisesRegex(ValueError, r"0 < alpha_min <= alpha_max"):
             NoiseSchedule(5, 1e-2, 1e-3, 1.0)
-        with self.assertRaisesRegex(ValueError, r"scale \* alpha_max < 1"):
+        with self.assertRaisesRegex(ValueError, r"`noise_scale` must satisfy .*noise_scale \* alpha_max < 1"):
             NoiseSchedule(5, 1e-2, 0.5, 2.0)
-        with self.assertRaisesRegex(ValueError, r"scale \* alpha_max < 1"):
+        with self.assertRaisesRegex(ValueError, r"`noise_scale` must satisfy .*noise_scale \* alpha_max < 1"):
             NoiseSchedule(5, 1e-2, 0.5, 0.0)
         schedule = NoiseSchedule(5, 1e-4, 1e-3, 1.0)
-        with self.assertRaisesRegex(ValueError, r"`num_steps` must be in 1..5"):
+        with self.assertRaisesRegex(ValueError, r"`sampling_steps` must be in 1..5"):
             schedule.ddim_timesteps(6)
-        with self.assertRaisesRegex(ValueError, r"`num_steps` must be in 1..5"):
+        with self.assertRaisesRegex(ValueError, r"`sampling_steps` must be in 1..5"):
             schedule.ddim_timesteps(0)
 
     def test_config_round_trip_and_read_only_arrays(self):
         schedule = NoiseSchedule(7, 1e-4, 2e-3, 0.5)
         restored = NoiseSchedule.from_config(schedule.get_config())
         self.assertEqual(
-            restored.get_config(), {"steps": 7, "alpha_min": 1e-4, "alpha_max": 2e-3, "scale": 0.5}
+            restored.get_config(), {"diffusion_steps": 7, "alpha_min": 1e-4, "alpha_max": 2e-3, "noise_scale": 0.5}
         )
         self.assertAllEqual(restored.alphas_bar, schedule.alphas_bar)
         with self.assertRaises(ValueError):

@@ -73,7 +73,7 @@ class DiffusionRefiner(keras.layers.Layer):
     converting them would transpile tf_keras internals when traced (tens of seconds on a 2-core machine).
 
     Args:
-      num_steps: Diffusion steps ``T``.
+      diffusion_steps: Diffusion steps ``T``.
       alpha_min: Minimum noise level of the schedule (Eq. 8).
       alpha_max: Maximum noise level of the schedule (Eq. 8).
       noise_scale: Noise scale ``s`` of the schedule (Eq. 8).
@@ -87,7 +87,7 @@ class DiffusionRefiner(keras.layers.Layer):
       num_heads: Attention heads of the transformer denoiser.
       ffn_multiplier: Hidden width of either denoiser, in multiples of the embedding size.
       dropout: Dropout of the transformer denoiser.
-      norm_position: ``"post"`` or ``"pre"``: LayerNorm placement of the transformer denoiser.
+      denoiser_norm: ``"post"`` or ``"pre"``: LayerNorm placement of the transformer denoiser.
       query_residual: Keep the transformer denoiser's residual path from ``v_t`` (pre-norm only).
       loss: ``L_dm`` per example: ``"norm"``, ``"squared"`` or ``"mse"`` (see above).
       input_dropout: Dropout rate on ``v_t`` before the denoiser, in ``[0, 1)``; training only.
@@ -101,7 +101,7 @@ class DiffusionRefiner(keras.layers.Layer):
 
     def __init__(
         self,
-        num_steps: int,
+        diffusion_steps: int,
         alpha_min: float,
         alpha_max: float,
         noise_scale: float,
@@ -114,7 +114,7 @@ class DiffusionRefiner(keras.layers.Layer):
         num_heads: int = 2,
         ffn_multiplier: int = 4,
         dropout: float = 0.0,
-        norm_position: DenoiserNorm = "post",
+        denoiser_norm: DenoiserNorm = "post",
         query_residual: bool = True,
         loss: DiffusionLoss = "norm",
         input_dropout: float = 0.0,
@@ -129,7 +129,7 @@ class DiffusionRefiner(keras.layers.Layer):
         # The refiner owns no weights itself (its denoiser builds on first use) and is used through
         # train_refine / serve_refine rather than __call__, so it counts as built from the start.
         self.built = True
-        self.schedule = NoiseSchedule(num_steps, alpha_min, alpha_max, noise_scale)
+        self.schedule = NoiseSchedule(diffusion_steps, alpha_min, alpha_max, noise_scale)
         self.timesteps = tuple(self.schedule.ddim_timesteps(sampling_steps))
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"`gamma` must satisfy 0 < gamma <= 1, got {gamma}")
@@ -149,7 +149,7 @@ class DiffusionRefiner(keras.layers.Layer):
             raise ValueError(f"`input_dropout` must be in [0, 1), got {input_dropout}")
         if recency and (max_length is None or max_length < 1):
             raise ValueError(f"`recency` needs `max_length` >= 1, got {max_length}")
-        self.num_steps = num_steps
+        self.diffusion_steps = diffusion_steps
         self.alpha_min = alpha_min
         self.alpha_max = alpha_max
         self.noise_scale = noise_scale
@@ -162,7 +162,7 @@ class DiffusionRefiner(keras.layers.Layer):
         self.num_heads = num_heads
         self.ffn_multiplier = ffn_multiplier
         self.dropout = dropout
-        self.norm_position = norm_position
+        self.denoiser_norm = denoiser_norm
         self.query_residual = query_residual
         self.loss = loss
         self.input_dropout = input_dropout
@@ -174,16 +174,16 @@ class DiffusionRefiner(keras.layers.Layer):
         self.recency_embedding: tf.Variable | None = None  # (max_length, dim), created on first use
         if denoiser == "transformer":
             self.denoiser = InterestDenoiser(
-                num_steps,
+                diffusion_steps,
                 num_heads=num_heads,
                 ffn_multiplier=ffn_multiplier,
                 dropout=dropout,
-                norm_position=norm_position,
+                denoiser_norm=denoiser_norm,
                 query_residual=query_residual,
                 name="denoiser",
             )
         else:
-            self.denoiser = MLPDenoiser(num_steps, hidden_multiplier=ffn_multiplier, name="denoiser")
+            self.denoiser = MLPDenoiser(diffusion_steps, ffn_multiplier=ffn_multiplier, name="denoiser")
         self._input_dropout = keras.layers.Dropout(input_dropout, name="input_dropout")
 
     @tf.autograph.experimental.do_not_convert
@@ -230,7 +230,7 @@ class DiffusionRefiner(keras.layers.Layer):
 
         def refine(v0: tf.Tensor) -> tf.Tensor:
             if self.training_mode == "chain":
-                start = tf.fill(tf.shape(v0)[:1], self.schedule.steps)
+                start = tf.fill(tf.shape(v0)[:1], self.schedule.diffusion_steps)
                 noisy = self.schedule.q_sample(v0, start, noise)
                 return self._ddim_chain(noisy, context, context_mask, training=training)[-1]
             noisy = self.schedule.q_sample(v0, step, noise)
@@ -345,7 +345,7 @@ class DiffusionRefiner(keras.layers.Layer):
                 flat_interests,
             )
         num_rows = tf.shape(flat_interests)[:1]
-        noisy = self.schedule.q_sample(flat_interests, tf.fill(num_rows, self.schedule.steps), noise)
+        noisy = self.schedule.q_sample(flat_interests, tf.fill(num_rows, self.schedule.diffusion_steps), noise)
         predictions = self._ddim_chain(noisy, context, context_mask, training=False)
         if last_only:
             predictions = predictions[-1:]
@@ -439,7 +439,7 @@ class DiffusionRefiner(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "num_steps": self.num_steps,
+                "diffusion_steps": self.diffusion_steps,
                 "alpha_min": self.alpha_min,
                 "alpha_max": self.alpha_max,
                 "noise_scale": self.noise_scale,
@@ -452,7 +452,7 @@ class DiffusionRefiner(keras.layers.Layer):
                 "num_heads": self.num_heads,
                 "ffn_multiplier": self.ffn_multiplier,
                 "dropout": self.dropout,
-                "norm_position": self.norm_position,
+                "denoiser_norm": self.denoiser_norm,
                 "query_residual": self.query_residual,
                 "loss": self.loss,
                 "input_dropout": self.input_dropout,

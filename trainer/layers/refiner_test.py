@@ -15,7 +15,7 @@ from trainer.layers.refiner import DiffusionRefiner
 BATCH, INTERESTS, LENGTH, DIM, STEPS = 3, 2, 6, 4, 10
 MASK = np.arange(LENGTH)[None, :] < np.array([6, 3, 0])[:, None]
 # A schedule noisy enough (1 - alpha_bar_T = 0.5) for mistakes in the sampler to show.
-SCHEDULE = dict(num_steps=STEPS, alpha_min=0.01, alpha_max=0.5, noise_scale=1.0)
+SCHEDULE = dict(diffusion_steps=STEPS, alpha_min=0.01, alpha_max=0.5, noise_scale=1.0)
 
 
 def _refiner(**kwargs) -> DiffusionRefiner:
@@ -430,7 +430,7 @@ class DiffusionRefinerConfigTest(tf.test.TestCase):
         self.assertEqual(restored.get_config(), refiner.get_config())
 
     def test_invalid_arguments_raise(self):
-        with self.assertRaisesRegex(ValueError, r"`num_steps` must be in 1..10"):
+        with self.assertRaisesRegex(ValueError, r"`sampling_steps` must be in 1..10"):
             _refiner(sampling_steps=11)
         with self.assertRaisesRegex(ValueError, r"`gamma` must satisfy"):
             _refiner(gamma=0.0)
