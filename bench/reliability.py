@@ -10,7 +10,7 @@ A DMI model (trained on Beauty here, or ``--model-dir``) is exported as ``dmi_ex
 2. **Batch sizes**: every batch size 1..``--max-rows`` once, in a shuffled order, then again: the first
    call of a size must not pay a compilation (its latency against the repeat's), and memory stays flat.
 3. **Load**: ``--clients`` concurrent clients (one channel each) for ``--duration`` seconds at batch 1.
-4. **Hot swap under load**: 8 clients while a new version is pushed with ``trainer.export.push_servables``;
+4. **Hot swap under load**: 8 clients while a new version is pushed with ``trainer.push.push_servables``;
    every request must succeed, through the load of the new version and the unloading of the old one.
 5. **Faults**: a version copied non-atomically (``saved_model.pb`` first, the rest 3 s later) must be
    served once complete; a corrupt version must be reported with a code and leave the served version
@@ -243,13 +243,13 @@ def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 def hot_swap(server: Any, export_dir: str, serving_base: str, requests: Sequence[Any]) -> dict[str, Any]:
     """Phase 4: a new version pushed while 8 clients send requests."""
-    from trainer import export
+    from trainer import push as push_lib
 
     version = {"pushed": 0}
 
     def push() -> None:
         time.sleep(1.0)
-        version["pushed"] = export.push_servables(export_dir, serving_base)
+        version["pushed"] = push_lib.push_servables(export_dir, serving_base)
 
     pusher = threading.Thread(target=push, daemon=True)
     pusher.start()
@@ -273,12 +273,12 @@ def faults(server: Any, version_dir: str, serving_base: str, export_dir: str, se
     """Phase 5 (without the server kill): non-atomic copy, corrupt version, killed pushes."""
     from serving.model_manager import scan_versions
     from serving.servable import Servable
-    from trainer import export
+    from trainer import push
 
     base = os.path.join(serving_base, NAME)
     results = {}
     # A version copied file by file, saved_model.pb first.
-    version = export.latest_version(base) + 1
+    version = push.latest_version(base) + 1
     target = os.path.join(base, str(version))
     os.makedirs(target)
     shutil.copy(os.path.join(version_dir, "saved_model.pb"), target)
@@ -310,7 +310,7 @@ def faults(server: Any, version_dir: str, serving_base: str, export_dir: str, se
     # Pushes killed with kill -9 at random points: only complete versions ever appear.
     rng = np.random.default_rng(seed)
     kills = 0
-    pushes = f"from trainer.export import push_servables\nwhile True: push_servables({export_dir!r}, {serving_base!r})\n"
+    pushes = f"from trainer.push import push_servables\nwhile True: push_servables({export_dir!r}, {serving_base!r})\n"
     for _ in range(4):
         before = len(scan_versions(base))
         process = subprocess.Popen([sys.executable, "-c", pushes], cwd=common.REPO_ROOT, stderr=subprocess.DEVNULL)
@@ -339,11 +339,11 @@ def faults(server: Any, version_dir: str, serving_base: str, export_dir: str, se
 
 def killed_server(layout: dict[str, str], log_path: str, threads: tuple[int, int]) -> dict[str, Any]:
     """Phase 5, last fault: ``kill -9`` while a version loads, then a restart."""
-    from trainer import export
+    from trainer import push
 
     base = os.path.dirname(layout[NAME])
     with serving_latency.ServerProcess(layout, log_path, threads, poll_s=0.5) as server:
-        version = export.latest_version(base) + 1
+        version = push.latest_version(base) + 1
         staging = os.path.join(base, f".copy-{version}")
         shutil.copytree(layout[NAME], staging)
         os.replace(staging, os.path.join(base, str(version)))

@@ -113,6 +113,8 @@ DEFAULT_TRIALS: tuple[str, ...] = (
         ("ts_K8", "num_interests=8"),
         ("ts_amax8e-3", "alpha_max=0.008"),
         ("ts_lambda1", "diffusion_weight=1"),
+        ("ts_eta0.6", "eta=0.6"),
+        ("ts_eta0.2", "eta=0.2"),
     )
 )
 # Early stopping of the search: 3 evaluations without improvement (the reproduction uses the protocol's

@@ -18,7 +18,7 @@ from pipeline import configs, local_runner
 from serving.client import RetrievalClient
 from serving.config import ServedModel, ServerOptions
 from serving.server import ModelServer
-from trainer import constants, export, interactions, synthetic
+from trainer import constants, export, interactions, push, synthetic
 from trainer.sequences import cut_users, user_sequence
 
 # Small enough to train in about a minute on 2 cores, long enough to separate the models clearly.
@@ -45,7 +45,7 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
     print("test metrics: " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(summary.metrics.items())))
     print(f"{'blessed' if summary.blessed else 'not blessed'}: {summary.reason}")
     serving_base = os.path.join(out_dir, "serving")
-    if not all(export.latest_version(os.path.join(serving_base, name)) for name in export.SERVABLES):
+    if not all(push.latest_version(os.path.join(serving_base, name)) for name in export.SERVABLES):
         raise RuntimeError(f"no blessed model was ever pushed to {serving_base}; nothing to serve")
     if summary.pushed:
         print(f"pushed version {summary.version} to {serving_base}")

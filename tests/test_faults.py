@@ -83,7 +83,7 @@ def test_a_push_killed_at_any_point_never_leaves_a_version_the_server_would_load
     os.makedirs(export_dir)
     shutil.copytree(tmp_path / "model" / "1", export_dir / "dmi_exact")
     pushes = (
-        "from trainer.export import push_servables\n"
+        "from trainer.push import push_servables\n"
         f"while True: push_servables({str(export_dir)!r}, {str(base)!r})\n"
     )
     rng = np.random.default_rng(7)

@@ -197,7 +197,7 @@ def _train(args: argparse.Namespace) -> int:
     import os
 
     from trainer import config as config_lib
-    from trainer import export
+    from trainer import export, push
     from trainer import train as train_lib
     from trainer.model import PopularityModel
 
@@ -221,7 +221,7 @@ def _train(args: argparse.Namespace) -> int:
         )
         print("exported " + ", ".join(f"{name}: {path}" for name, path in paths.items()))
         if args.serving_base:
-            version = export.push_servables(os.path.join(args.out, "export"), args.serving_base)
+            version = push.push_servables(os.path.join(args.out, "export"), args.serving_base)
             print(f"pushed version {version} to {args.serving_base}")
     print(f"wrote {args.out}")
     return 0

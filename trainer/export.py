@@ -1,4 +1,4 @@
-"""Export a trained model as TF Serving servables, and push them into a serving directory.
+"""Export a trained model as TF Serving servables (pushing them to a serving directory: ``push.py``).
 
 One trained model gives two servables, side by side (TF Serving's layout once pushed,
 ``<serving_base>/<name>/<version>/saved_model.pb``):
@@ -28,7 +28,6 @@ may leave them out. Warm-up requests go to ``assets.extra/tf_serving_warmup_requ
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 
@@ -457,68 +456,3 @@ def servable_item_ids(saved_model_dir: str) -> tuple[str, ...]:
     """The item vocabulary a servable carries (its asset), in index order: raw ids, as it serves them."""
     text = fs.read_text(fs.join(saved_model_dir, "assets", ITEM_VOCABULARY_FILE))
     return tuple(text.split("\n")[:-1])
-
-
-def latest_version(model_base: str) -> int:
-    """The largest integer version directory under ``model_base`` (0 when there is none)."""
-    if not fs.isdir(model_base):
-        return 0
-    versions = [int(name) for name in fs.listdir(model_base) if re.fullmatch(r"\d+", name)]
-    return max(versions, default=0)
-
-
-def served_version(export_dir: str, serving_base: str) -> int | None:
-    """The version under ``serving_base`` that already holds ``export_dir``'s servables, byte for byte.
-
-    Only the latest version of each servable is compared (an older copy is not what is served).
-
-    Args:
-      export_dir: a directory written by :func:`export_servables`.
-      serving_base: the serving directory.
-
-    Returns:
-      That version, or None when any servable's latest version differs (or there is none).
-    """
-    names = [name for name in SERVABLES if fs.exists(fs.join(export_dir, name, "saved_model.pb"))]
-    versions = {latest_version(fs.join(serving_base, name)) for name in names}
-    if len(versions) != 1 or 0 in versions:
-        return None
-    (version,) = versions
-    same = all(
-        fs.same_tree(fs.join(export_dir, name), fs.join(serving_base, name, str(version))) for name in names
-    )
-    return version if same else None
-
-
-def push_servables(export_dir: str, serving_base: str, version: int | None = None) -> int:
-    """Copies every servable of ``export_dir`` to ``<serving_base>/<name>/<version>/``.
-
-    A model server polling ``serving_base`` never sees half a version (:func:`trainer.filesystem.
-    publish_directory`): locally each copy is written to a hidden temporary directory beside its target
-    and renamed into place; on a remote file system (``gs://``...), which cannot rename directories, the
-    files are copied into the version directory with ``saved_model.pb`` last, the file a server waits for.
-
-    Args:
-      export_dir: a directory written by :func:`export_servables` (local or a TensorFlow file system URI).
-      serving_base: the serving directory (TF Serving's model base paths are ``<serving_base>/<name>``),
-        local or a TensorFlow file system URI.
-      version: the version to write; None means one more than the largest version of any servable.
-
-    Returns:
-      The version written.
-
-    Raises:
-      FileExistsError: the version already exists for a servable.
-      ValueError: ``export_dir`` holds no servable.
-    """
-    names = [name for name in SERVABLES if fs.exists(fs.join(export_dir, name, "saved_model.pb"))]
-    if not names:
-        raise ValueError(f"{export_dir} holds no servable ({', '.join(SERVABLES)})")
-    if version is None:
-        version = 1 + max(latest_version(fs.join(serving_base, name)) for name in names)
-    for name in names:
-        target = fs.join(serving_base, name, str(version))
-        if fs.exists(target):
-            raise FileExistsError(f"{target} already exists")
-        fs.publish_directory(fs.join(export_dir, name), target)
-    return version

@@ -190,18 +190,6 @@ def test_merge_candidates_keeps_best_score_and_drops_excluded():
     np.testing.assert_array_equal(values, [[5.0, 4.0, 1.0]])
 
 
-def test_push_servables_writes_integer_versions_atomically(exported, tmp_path):
-    _, _, export_dir, _ = exported
-    base = str(tmp_path / "serving")
-    assert export.push_servables(export_dir, base) == 1
-    assert export.push_servables(export_dir, base) == 2
-    for name in export.SERVABLES:
-        assert sorted(os.listdir(os.path.join(base, name))) == ["1", "2"]
-        assert os.path.exists(os.path.join(base, name, "2", "saved_model.pb"))
-    with pytest.raises(FileExistsError):
-        export.push_servables(export_dir, base, version=2)
-
-
 @pytest.mark.parametrize("bad", ["", "two\nlines", "carriage\rreturn"])
 def test_ids_that_cannot_be_one_line_of_the_asset_are_refused(exported, tmp_path, bad):
     model, data, _, _ = exported

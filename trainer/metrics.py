@@ -29,13 +29,13 @@ Every metric is averaged over users; a user without a hit contributes 0 to all t
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-NDCG_MODES: Tuple[str, ...] = ("rank", "standard", "remi")
-DEFAULT_CUTOFFS: Tuple[int, ...] = (20, 50)
-_METRIC_NAMES: Tuple[str, ...] = ("recall", "hit_rate", "ndcg")
+NDCG_MODES: tuple[str, ...] = ("rank", "standard", "remi")
+DEFAULT_CUTOFFS: tuple[int, ...] = (20, 50)
+_METRIC_NAMES: tuple[str, ...] = ("recall", "hit_rate", "ndcg")
 
 
 def _discounts(n: int) -> np.ndarray:
@@ -103,13 +103,13 @@ class MetricsAccumulator:
             raise ValueError(f"cutoffs must be distinct; got {cutoffs}.")
         if ndcg not in NDCG_MODES:
             raise ValueError(f"Unknown ndcg mode {ndcg!r}; expected one of {NDCG_MODES}.")
-        self._cutoffs: Tuple[int, ...] = tuple(int(c) for c in cutoffs)
+        self._cutoffs: tuple[int, ...] = tuple(int(c) for c in cutoffs)
         self._ndcg = ndcg
         self._count_repeated_targets = count_repeated_targets
         self.reset()
 
     @property
-    def cutoffs(self) -> Tuple[int, ...]:
+    def cutoffs(self) -> tuple[int, ...]:
         """The list lengths ``N`` reported by ``result()``."""
         return self._cutoffs
 
@@ -126,7 +126,7 @@ class MetricsAccumulator:
     def reset(self) -> None:
         """Forgets every accumulated user."""
         self._num_users = 0
-        self._sums: Dict[str, float] = {
+        self._sums: dict[str, float] = {
             f"{name}@{cutoff}": 0.0 for cutoff in self._cutoffs for name in _METRIC_NAMES
         }
 
@@ -217,7 +217,7 @@ class MetricsAccumulator:
             self._sums[f"ndcg@{cutoff}"] += float(np.sum(ndcg))
         self._num_users += num_users
 
-    def result(self) -> Dict[str, float]:
+    def result(self) -> dict[str, float]:
         """Returns the metrics averaged over every accumulated user.
 
         Returns:
@@ -262,7 +262,7 @@ def retrieval_metrics(
     ndcg: str = "rank",
     *,
     count_repeated_targets: bool = False,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Computes the protocol's Recall@N, HitRate@N and NDCG@N averaged over users.
 
     Args:

@@ -12,8 +12,6 @@ Item id 0 is the padding id of the item table (row 0 of the embeddings); real it
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numpy as np
 import tensorflow as tf
 
@@ -58,9 +56,9 @@ def top_n(
     user_interests: tf.Tensor,
     item_embeddings: tf.Tensor,
     n: int,
-    exclude: Optional[tf.Tensor] = None,
+    exclude: tf.Tensor | None = None,
     mask_padding_id: bool = True,
-) -> Tuple[tf.Tensor, tf.Tensor]:
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Retrieves each user's top-``n`` items ranked by ``max_k z_k . e_i`` (Eq. 20).
 
     Ties are broken towards the lower item id (``tf.math.top_k``). Works inside ``tf.function`` with
@@ -150,9 +148,9 @@ def merge_per_interest_top_n(
     user_interests: np.ndarray,
     item_embeddings: np.ndarray,
     n: int,
-    exclude: Optional[np.ndarray] = None,
+    exclude: np.ndarray | None = None,
     mask_padding_id: bool = True,
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Reference (numpy, loops) of the protocol's per-interest retrieval and merge.
 
     For each user, each interest ``k`` retrieves its own top-``n`` items by ``z_k . e_i`` from an index

@@ -208,9 +208,12 @@ def build_model(
     return model
 
 
-def _resume_state(
-    out_dir: str | None, config: ModelConfig
-) -> tuple[tf.train.CheckpointManager | None, dict[str, Any]]:
+def _resume_state(out_dir: str | None, config: ModelConfig) -> dict[str, Any]:
+    """The early-stopping state to start from: a fresh one, or the one an interrupted run left in ``out_dir``.
+
+    Raises:
+      ValueError: ``out_dir`` holds a run of another model config (only the schedule may change).
+    """
     state: dict[str, Any] = {
         "epoch": 0,
         "best": -1.0,
@@ -220,19 +223,19 @@ def _resume_state(
         "history": [],
     }
     if out_dir is None:
-        return None, state
+        return state
     config_path = fs.join(out_dir, CONFIG_FILE)
     if fs.exists(config_path):
         previous = ModelConfig.from_json(fs.read_text(config_path))
         # The schedule's length may change between runs (train longer, be more patient); the model may not.
         if dataclasses.replace(previous, max_steps=config.max_steps, patience=config.patience) != config:
             raise ValueError(
-                f"{out_dir} holds a run with a different config; use another output directory " "or remove it"
+                f"{out_dir} holds a run with a different config; use another output directory or remove it"
             )
     state_path = fs.join(out_dir, CHECKPOINT_DIR, STATE_FILE)
     if fs.exists(state_path):
         state = fs.read_json(state_path)
-    return None, state
+    return state
 
 
 def train(
@@ -272,7 +275,7 @@ def train(
     test_set = evaluation_set(data.test, config.max_length) if evaluate_test else None
     if out_dir is not None:
         fs.makedirs(out_dir)
-    _, state = _resume_state(out_dir, config)
+    state = _resume_state(out_dir, config)
     if out_dir is not None:
         fs.write_text(fs.join(out_dir, CONFIG_FILE), config.to_json())
         data.vocabulary.save(fs.join(out_dir, VOCABULARY_FILE))

@@ -2,7 +2,7 @@
 
 Each servable of the Trainer's model (``dmi``, ``dmi_exact``) goes to ``<serving_base>/<name>/<version>/``
 with ``version`` one more than the largest integer version already there, through
-:func:`trainer.export.push_servables`: a model server polling the directory never loads half a version
+:func:`trainer.push.push_servables`: a model server polling the directory never loads half a version
 (locally each copy is written beside its target and renamed into place; on a remote serving base such as
 ``gs://``, ``saved_model.pb`` is copied last). A model that was not blessed is not copied.
 """
@@ -17,6 +17,7 @@ from tfx.utils import path_utils
 
 from pipeline.components import blessing
 from trainer import export
+from trainer import push as push_lib
 from trainer import filesystem as fs
 
 # Custom properties of the PushedModel artifact (the names TFX's own Pusher uses, plus the servables).
@@ -60,8 +61,8 @@ def push(model_uri: str, blessed: bool, serving_base: str) -> Push | None:
     if not blessed:
         return None
     export_dir = path_utils.serving_model_dir(model_uri)
-    served = export.served_version(export_dir, serving_base)
-    version = served or export.push_servables(export_dir, serving_base)
+    served = push_lib.served_version(export_dir, serving_base)
+    version = served or push_lib.push_servables(export_dir, serving_base)
     servables = {name: fs.join(serving_base, name, str(version)) for name in export.SERVABLES}
     return Push(version, {name: path for name, path in servables.items() if fs.isdir(path)}, new=served is None)
 
