@@ -376,21 +376,10 @@ class ServerProcess:
 
 
 def predict_requests(name: str, batches: Sequence[Sequence[Sequence[str]]]) -> list[Any]:
-    """Prebuilt ``PredictRequest`` messages for ``serving_default`` with ``top_n`` = 50."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
+    """Prebuilt ``PredictRequest`` messages for ``serving_default`` with ``top_n`` = 50 (the client's own)."""
+    from serving.client import predict_request
 
-    from serving.client import history_array
-
-    requests = []
-    for batch in batches:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = name
-        request.model_spec.signature_name = "serving_default"
-        request.inputs["history"].CopyFrom(tf.make_tensor_proto(history_array(batch)))
-        request.inputs["top_n"].CopyFrom(tf.make_tensor_proto(TOP_N, dtype=tf.int32))
-        requests.append(request)
-    return requests
+    return [predict_request(name, batch, top_n=TOP_N) for batch in batches]
 
 
 def _stub(address: str) -> tuple[Any, Any]:

@@ -134,9 +134,7 @@ class RetrievalClient:
         """
         if not histories:
             return []
-        request = self._predict_request(RETRIEVAL_SIGNATURE, histories, version)
-        if top_n is not None:
-            request.inputs["top_n"].CopyFrom(tf.make_tensor_proto(top_n, dtype=tf.int32))
+        request = predict_request(self.model_name, histories, RETRIEVAL_SIGNATURE, top_n=top_n, version=version)
         response = self._call(self._predictions.Predict, request)
         item_ids = tf.make_ndarray(response.outputs["item_ids"])
         scores = tf.make_ndarray(response.outputs["scores"])
@@ -159,7 +157,7 @@ class RetrievalClient:
             ServingError: the call failed.
             TypeError: a history is a string rather than a sequence of ids.
         """
-        request = self._predict_request(INTERESTS_SIGNATURE, histories, version)
+        request = predict_request(self.model_name, histories, INTERESTS_SIGNATURE, version=version)
         response = self._call(self._predictions.Predict, request)
         return tf.make_ndarray(response.outputs["interests"])
 
@@ -169,7 +167,7 @@ class RetrievalClient:
         Raises:
             ServingError: the call failed (``NOT_FOUND`` for an unknown model).
         """
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._model_spec(version=None))
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_spec(self.model_name))
         response = self._call(self._models.GetModelStatus, request)
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
         return [
@@ -187,31 +185,52 @@ class RetrievalClient:
             ServingError: the call failed.
         """
         request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=self._model_spec(version), metadata_field=["signature_def"]
+            model_spec=model_spec(self.model_name, version), metadata_field=["signature_def"]
         )
         response = self._call(self._predictions.GetModelMetadata, request)
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_defs)
         return ModelMetadata(response.model_spec.version.value, dict(signature_defs.signature_def))
 
-    def _model_spec(self, version: int | None, signature_name: str = "") -> model_pb2.ModelSpec:
-        spec = model_pb2.ModelSpec(name=self.model_name, signature_name=signature_name)
-        if version is not None:
-            spec.version.value = version
-        return spec
-
-    def _predict_request(
-        self, signature_name: str, histories: Sequence[Sequence[str]], version: int | None
-    ) -> predict_pb2.PredictRequest:
-        request = predict_pb2.PredictRequest(model_spec=self._model_spec(version, signature_name))
-        request.inputs["history"].CopyFrom(tf.make_tensor_proto(history_array(histories)))
-        return request
-
     def _call(self, method: Callable[..., Message], request: Message) -> Message:
         try:
             return method(request, timeout=self.timeout_s)
         except grpc.RpcError as e:
             raise _serving_error(e, self.target, self.timeout_s) from None
+
+
+def model_spec(model_name: str, version: int | None = None, signature_name: str = "") -> model_pb2.ModelSpec:
+    """TF Serving's ``ModelSpec``: a model, optionally one version and one signature."""
+    spec = model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+    if version is not None:
+        spec.version.value = version
+    return spec
+
+
+def predict_request(
+    model_name: str,
+    histories: Sequence[Sequence[str]],
+    signature_name: str = RETRIEVAL_SIGNATURE,
+    top_n: int | None = None,
+    version: int | None = None,
+) -> predict_pb2.PredictRequest:
+    """The ``PredictRequest`` of a retrieval servable's signature: the one place such requests are built.
+
+    Args:
+        model_name: the served model.
+        histories: one sequence of raw item ids per user (padded with ``""`` to a common length).
+        signature_name: ``serving_default`` (top items) or ``user_interests``.
+        top_n: items per user (``serving_default`` only); None leaves the model's default.
+        version: a version to ask; None asks the newest.
+
+    Raises:
+        TypeError: a history is a string rather than a sequence of ids.
+    """
+    request = predict_pb2.PredictRequest(model_spec=model_spec(model_name, version, signature_name))
+    request.inputs["history"].CopyFrom(tf.make_tensor_proto(history_array(histories)))
+    if top_n is not None:
+        request.inputs["top_n"].CopyFrom(tf.make_tensor_proto(top_n, dtype=tf.int32))
+    return request
 
 
 def history_array(histories: Sequence[Sequence[str]]) -> np.ndarray:

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.client import RetrievalClient, ServingError, history_array
+from serving.client import RetrievalClient, ServingError, history_array, predict_request
 from serving.config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import ReferenceModel, unused_port
@@ -103,3 +103,13 @@ def test_histories_are_padded_and_strings_rejected():
     assert history_array([[]]).tolist() == [[b""]]
     with pytest.raises(TypeError, match="not a string"):
         history_array(["i1,i2"])
+
+
+def test_predict_request_carries_the_model_signature_version_and_top_n_only_when_given():
+    request = predict_request("dmi", [["a", "b"], ["c"]], top_n=7, version=3)
+    assert (request.model_spec.name, request.model_spec.signature_name) == ("dmi", "serving_default")
+    assert request.model_spec.version.value == 3
+    assert list(request.inputs["top_n"].int_val) == [7]
+    assert [d.size for d in request.inputs["history"].tensor_shape.dim] == [2, 2]  # padded with ""
+    plain = predict_request("dmi", [["a"]], signature_name="user_interests")
+    assert set(plain.inputs) == {"history"} and not plain.model_spec.HasField("version")
