@@ -64,11 +64,12 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
             with RetrievalClient(server.address, name) as client:
                 latencies = []
                 for user, history, targets in users:
+                    held_out = set(targets)
                     start = time.perf_counter()
                     items = client.retrieve([history], top_n=top_n)[0]
                     latencies.append(1000 * (time.perf_counter() - start))
-                    hits = sum(item in set(targets) for item, _ in items)
+                    hits = sum(item in held_out for item, _ in items)
                     print(f"[{name}] user {user}, last items {' '.join(history[-5:])}")
                     print(f"  top-{top_n}: " + " ".join(f"{item}({score:.2f})" for item, score in items))
-                    print(f"  {hits} of {len(set(targets))} held-out items in the list")
+                    print(f"  {hits} of {len(held_out)} held-out items in the list")
                 print(f"[{name}] gRPC latency per call: median {statistics.median(latencies):.1f} ms")

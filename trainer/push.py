@@ -15,6 +15,11 @@ from trainer import filesystem as fs
 from trainer.export import SERVABLES
 
 
+def _exported_servables(export_dir: str) -> list[str]:
+    """The servables (of :data:`trainer.export.SERVABLES`) that ``export_dir`` holds."""
+    return [name for name in SERVABLES if fs.exists(fs.join(export_dir, name, "saved_model.pb"))]
+
+
 def latest_version(model_base: str) -> int:
     """The largest integer version directory under ``model_base`` (0 when there is none)."""
     if not fs.isdir(model_base):
@@ -35,7 +40,7 @@ def served_version(export_dir: str, serving_base: str) -> int | None:
     Returns:
       That version, or None when any servable's latest version differs (or there is none).
     """
-    names = [name for name in SERVABLES if fs.exists(fs.join(export_dir, name, "saved_model.pb"))]
+    names = _exported_servables(export_dir)
     versions = {latest_version(fs.join(serving_base, name)) for name in names}
     if len(versions) != 1 or 0 in versions:
         return None
@@ -67,7 +72,7 @@ def push_servables(export_dir: str, serving_base: str, version: int | None = Non
       FileExistsError: the version already exists for a servable.
       ValueError: ``export_dir`` holds no servable.
     """
-    names = [name for name in SERVABLES if fs.exists(fs.join(export_dir, name, "saved_model.pb"))]
+    names = _exported_servables(export_dir)
     if not names:
         raise ValueError(f"{export_dir} holds no servable ({', '.join(SERVABLES)})")
     if version is None:
