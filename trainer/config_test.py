@@ -87,11 +87,14 @@ def test_invalid_values_are_rejected():
         ("refiner_schedule", "three_stage"),
         ("denoiser_input_dropout", 1.0),
         ("coarse_loss_weight", -1.0),
+        ("refiner_learning_rate", -1e-3),
     ]:
         with pytest.raises(ValueError, match=field):
             config.variant_config("dmi", {field: value})
     with pytest.raises(ValueError, match="denoiser_query_residual"):
         config.variant_config("dmi", {"denoiser_query_residual": False, "denoiser_norm": "post"})
+    with pytest.raises(ValueError, match="refiner_learning_rate needs refiner_schedule=two_stage"):
+        config.variant_config("dmi", {"refiner_learning_rate": 1e-4, "refiner_schedule": "joint"})
 
 
 def test_without_diffusion_is_the_remi_of_the_same_config():

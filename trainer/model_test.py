@@ -251,6 +251,13 @@ def test_two_stage_trains_the_refiner_on_a_frozen_remi(tmp_path):
         assert any(not np.allclose(a, b) for a, b in pairs)
     resumed = train.train(slow, data, str(tmp_path / "slow"), verbose=0, backbone_dir=backbone_dir)
     assert resumed.best_step == tuned.best_step
+    # The refiner trains at a rate of its own when one is set (the backbone's optimizer keeps its rate).
+    assert float(tuned.model.optimizer.learning_rate) == pytest.approx(TINY.get("learning_rate", 1e-3))
+    own = train.train(
+        dataclasses.replace(slow, refiner_learning_rate=3e-4), data, verbose=0, backbone_dir=backbone_dir
+    )
+    assert float(own.model.optimizer.learning_rate) == pytest.approx(3e-4)
+    assert float(own.model.backbone_optimizer.learning_rate) == pytest.approx(1e-3)
 
 
 def test_loaded_pop_ranks_by_training_counts_only(tmp_path):

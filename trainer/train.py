@@ -252,7 +252,8 @@ def train(
     With ``refiner_schedule="two_stage"`` the run has two stages, each with its own validation and early
     stopping: first the config's ``remi`` model (:func:`backbone_config`), then the DMI model initialised
     from it with the item table and the extractor frozen, so that only the refiner trains (or, with
-    ``backbone_learning_rate > 0``, training on at that rate with an Adam of their own).
+    ``backbone_learning_rate > 0``, training on at that rate with an Adam of their own); the refiner trains
+    at ``refiner_learning_rate`` when it is set.
 
     Args:
       config: the model and schedule (:func:`trainer.config.variant_config`).
@@ -303,8 +304,11 @@ def train(
         _save(result, data.vocabulary, out_dir)
         return result
 
+    rate = config.learning_rate
+    if backbone is not None and config.refiner_learning_rate:
+        rate = config.refiner_learning_rate
     model.compile(
-        optimizer=keras.optimizers.legacy.Adam(config.learning_rate),
+        optimizer=keras.optimizers.legacy.Adam(rate),
         steps_per_execution=config.steps_per_call,
     )
     manager = resumed = None
