@@ -617,6 +617,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "diffusion_training": "one_step",
     "refiner_schedule": "joint",
     "backbone_learning_rate": 0.0,
+    "refiner_learning_rate": 0.0,
     "coarse_loss_weight": 0.0,
 }
 
