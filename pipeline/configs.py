@@ -60,7 +60,8 @@ class PipelineSettings:
     Validated on construction, so a bad flag fails before any component runs.
 
     Attributes:
-      model: the model variant (``trainer.config.VARIANTS``, not ``pop``, which has no servable).
+      model: the model variant (``trainer.config.VARIANTS``), one with a servable
+        (``trainer.config.has_servable``: not ``pop``).
       overrides: ``trainer.config.ModelConfig`` field values over the variant's preset.
       split_seed: seed of the 8:1:1 user split.
       min_user: iterative k-core: drop users with fewer events (0: no filter).
@@ -89,13 +90,11 @@ class PipelineSettings:
     pipeline_name: str = PIPELINE_NAME
 
     def __post_init__(self) -> None:
-        from trainer.config import variant_config  # light: dataclasses only
+        from trainer.config import require_servable, variant_config  # light: dataclasses only
 
         object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
         object.__setattr__(self, "beam_args", tuple(self.beam_args))
-        config = variant_config(self.model, self.overrides)  # ValueError: unknown variant or field
-        if config.user_tower == "popularity":
-            raise ValueError(f"model {self.model!r} has no servable; the pipeline trains neural variants only")
+        require_servable(variant_config(self.model, self.overrides))  # ValueError: unknown variant or field
         for name in ("split_seed", "min_user", "min_item", "kcore_rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -350,6 +350,34 @@ def without_diffusion(config: ModelConfig, model: str = "remi") -> ModelConfig:
     return dataclasses.replace(config, **values, model=model, diffusion=False)
 
 
+def has_servable(config: ModelConfig) -> bool:
+    """Whether the config's model can be exported as servables (the pipeline trains only these).
+
+    Every neural user tower can; ``popularity`` (the ``pop`` variant) ranks by counts and has no model.
+
+    Args:
+      config: the model's configuration.
+
+    Returns:
+      True when :func:`trainer.export.export_servables` can export the trained model.
+    """
+    return config.user_tower != "popularity"
+
+
+def require_servable(config: ModelConfig) -> None:
+    """Fails for a config without a servable (see :func:`has_servable`), before anything is trained.
+
+    Args:
+      config: the model's configuration.
+
+    Raises:
+      ValueError: the config's model has no servable.
+    """
+    _check(
+        has_servable(config), f"model {config.model!r} has no servable; the pipeline trains neural variants only"
+    )
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)

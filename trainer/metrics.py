@@ -254,30 +254,3 @@ class MetricsAccumulator:
         target_keys = target_users * span + (flat_targets - low)
         return np.isin(top_keys, target_keys)
 
-
-def retrieval_metrics(
-    top_items: np.ndarray,
-    targets: Sequence[Iterable[int]],
-    cutoffs: Sequence[int] = DEFAULT_CUTOFFS,
-    ndcg: str = "rank",
-    *,
-    count_repeated_targets: bool = False,
-) -> dict[str, float]:
-    """Computes the protocol's Recall@N, HitRate@N and NDCG@N averaged over users.
-
-    Args:
-      top_items: ``(U, N_max)`` integer array of retrieved ids in rank order, no duplicates per row.
-      targets: ``U`` non-empty sequences of target item ids.
-      cutoffs: List lengths ``N`` to report; each must be ``<= N_max``.
-      ndcg: ``"rank"`` (default), ``"standard"`` or ``"remi"``; see the module docstring.
-      count_repeated_targets: Recall denominator counts repeated targets (ComiRec/REMI's code).
-
-    Returns:
-      ``{"recall@20": ..., "hit_rate@20": ..., "ndcg@20": ..., "recall@50": ..., ...}``.
-
-    Raises:
-      ValueError: On invalid arguments (see ``MetricsAccumulator``), or if there are no users.
-    """
-    accumulator = MetricsAccumulator(cutoffs, ndcg=ndcg, count_repeated_targets=count_repeated_targets)
-    accumulator.update(top_items, targets)
-    return accumulator.result()

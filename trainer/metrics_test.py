@@ -1,11 +1,38 @@
 """Tests for trainer.metrics: every expected value is worked out by hand in the comments."""
 
 import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pytest
 
-from trainer.metrics import MetricsAccumulator, retrieval_metrics
+from trainer.metrics import DEFAULT_CUTOFFS, MetricsAccumulator
+
+
+def retrieval_metrics(
+    top_items: np.ndarray,
+    targets: Sequence[Iterable[int]],
+    cutoffs: Sequence[int] = DEFAULT_CUTOFFS,
+    ndcg: str = "rank",
+    *,
+    count_repeated_targets: bool = False,
+) -> dict[str, float]:
+    """Scores one batch of users with a fresh `MetricsAccumulator` (the product streams batches into one).
+
+    Args:
+      top_items: ``(U, N_max)`` integer array of retrieved ids in rank order, no duplicates per row.
+      targets: ``U`` non-empty sequences of target item ids.
+      cutoffs: List lengths ``N`` to report; each must be ``<= N_max``.
+      ndcg: ``"rank"`` (default), ``"standard"`` or ``"remi"``; see trainer.metrics.
+      count_repeated_targets: Recall denominator counts repeated targets (ComiRec/REMI's code).
+
+    Returns:
+      ``{"recall@N": ..., "hit_rate@N": ..., "ndcg@N": ...}`` for each cutoff, averaged over the users.
+    """
+    accumulator = MetricsAccumulator(cutoffs, ndcg=ndcg, count_repeated_targets=count_repeated_targets)
+    accumulator.update(top_items, targets)
+    return accumulator.result()
+
 
 # 1 / log2(rank + 2) for ranks 0..3, written out.
 D0, D1, D2, D3 = 1.0, 1 / math.log2(3), 1 / math.log2(4), 1 / math.log2(5)  # 1, .6309, .5, .4307

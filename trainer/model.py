@@ -83,6 +83,17 @@ class MeanPoolingTower(keras.layers.Layer):
 class DMIModel(tfrs.Model):
     """DMI and its neural baselines: one model class, parts chosen by the config.
 
+    Why ``tfrs.Model`` is still the base although :meth:`train_step` is replaced: it defines the loss
+    contract ``compute_loss(inputs, training)`` that this class implements, and its ``test_step`` runs
+    that contract, so Keras' ``evaluate`` works on the batches of :mod:`trainer.batches` (on a plain
+    ``tf_keras.Model`` the same method would override Keras' ``compute_loss(x, y, y_pred,
+    sample_weight)``, which Keras' own ``test_step`` calls with other arguments). Training and the
+    protocol's evaluation (:mod:`trainer.evaluation`) do not call ``evaluate``; nothing else of
+    ``tfrs.Model`` is used: :meth:`train_step` is this class's own (dense item-table gradient, the
+    second Adam of ``two_stage``, every loss term in the logs). ``tfrs.Model`` is a ``tf_keras.Model``
+    subclass that adds no variables or tracked attributes, so the checkpoints' variable paths are those
+    of the layers set up here.
+
     Args:
       config: the model configuration (variant presets from :func:`trainer.config.variant_config`).
       num_items: N, the number of real items; item indices are 1..N by descending frequency, 0 is padding.

@@ -129,14 +129,13 @@ def run_fn(fn_args: FnArgs) -> None:
       fn_args: the Trainer's ``FnArgs``; ``custom_config`` as :func:`model_config` reads it.
 
     Raises:
-      ValueError: a bad ``custom_config``, eval splits other than two, or the ``pop`` variant (not a
-        servable model).
+      ValueError: a bad ``custom_config``, eval splits other than two, or a variant without a servable
+        (:func:`trainer.config.has_servable`: ``pop``).
     """
     config = model_config(fn_args.custom_config)
     if fn_args.train_steps:
         config = dataclasses.replace(config, max_steps=int(fn_args.train_steps))
-    if config.user_tower == "popularity":
-        raise ValueError(f"model {config.model!r} has no servable; the pipeline trains neural variants only")
+    config_lib.require_servable(config)
     if len(fn_args.train_files) != 1 or len(fn_args.eval_files) != 2:
         raise ValueError(
             "run_fn expects train_args.splits == ['train'] and eval_args.splits == ['eval', 'test'], got "
@@ -163,7 +162,7 @@ def run_fn(fn_args: FnArgs) -> None:
         len(data.test),
     )
     result = train.train(config, data, out_dir=fn_args.model_run_dir, verbose=2)
-    if not isinstance(result.model, DMIModel):
-        raise ValueError(f"model {config.model!r} has no servable")
+    if not isinstance(result.model, DMIModel):  # only a broken invariant: require_servable passed above
+        raise TypeError(f"train built a {type(result.model).__name__} for {config.model!r}, not a DMIModel")
     written = export.export_servables(result.model, data.vocabulary, fn_args.serving_model_dir)
     logger.info("test metrics %s; servables %s", result.test, written)

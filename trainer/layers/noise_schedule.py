@@ -16,13 +16,10 @@ class NoiseSchedule:
 
         1 - alpha_bar_t = noise_scale * (alpha_min + (t - 1) / (T - 1) * (alpha_max - alpha_min)),  t = 1..T
 
-    with ``alpha_bar_0 = 1``. Derived from it (Eq. 6-7 and 10): ``alpha_t = alpha_bar_t / alpha_bar_{t-1}``,
-    ``beta_t = 1 - alpha_t``, the coefficients of the posterior mean of ``q(v_{t-1} | v_t, v_0)``::
-
-        mu_t = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * v_t
-             + sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) * v_0
-
-    and the posterior variance ``beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)``.
+    with ``alpha_bar_0 = 1``. Training noises with ``q(v_t | v_0)`` (`q_sample`, Eq. 7) and inference runs
+    deterministic DDIM updates (`ddim_step`), and both need only ``alpha_bar``. The per-step ``alpha_t``,
+    ``beta_t`` and the DDPM posterior ``q(v_{t-1} | v_t, v_0)`` (Eq. 10) are not used by any sampler here,
+    so they are not computed (the tests derive them from ``alphas_bar``).
 
     Choice for ``T == 1`` (Eq. 8 divides by ``T - 1``): the single step gets the maximum noise level,
     ``1 - alpha_bar_1 = noise_scale * alpha_max``. ``alpha_max`` is the paper's "maximum noise level" and
@@ -71,17 +68,7 @@ class NoiseSchedule:
             fractions = np.arange(last, dtype=np.float64) / (last - 1)
             noise_levels = self._noise_scale * (self._alpha_min + fractions * (self._alpha_max - self._alpha_min))
         alphas_bar = np.concatenate([[1.0], 1.0 - noise_levels])  # index t = 0..T
-        alphas = alphas_bar[1:] / alphas_bar[:-1]  # index t - 1 for t = 1..T
-        betas = 1.0 - alphas
-        previous = alphas_bar[:-1]
-        current = alphas_bar[1:]
-
         self._alphas_bar = _read_only(alphas_bar)
-        self._alphas = _read_only(alphas)
-        self._betas = _read_only(betas)
-        self._posterior_coef_vt = _read_only(np.sqrt(alphas) * (1.0 - previous) / (1.0 - current))
-        self._posterior_coef_v0 = _read_only(np.sqrt(previous) * betas / (1.0 - current))
-        self._posterior_variance = _read_only(betas * (1.0 - previous) / (1.0 - current))
 
     @property
     def diffusion_steps(self) -> int:
@@ -93,31 +80,6 @@ class NoiseSchedule:
         """``alpha_bar_t`` for ``t = 0..T`` (shape ``(T + 1,)``, ``alphas_bar[0] == 1``)."""
         return self._alphas_bar
 
-    @property
-    def alphas(self) -> np.ndarray:
-        """``alpha_t`` for ``t = 1..T`` (shape ``(T,)``, entry ``t - 1``)."""
-        return self._alphas
-
-    @property
-    def betas(self) -> np.ndarray:
-        """``beta_t = 1 - alpha_t`` for ``t = 1..T`` (shape ``(T,)``, entry ``t - 1``)."""
-        return self._betas
-
-    @property
-    def posterior_mean_coef_vt(self) -> np.ndarray:
-        """Coefficient of ``v_t`` in the posterior mean (Eq. 10) for ``t = 1..T`` (entry ``t - 1``)."""
-        return self._posterior_coef_vt
-
-    @property
-    def posterior_mean_coef_v0(self) -> np.ndarray:
-        """Coefficient of ``v_0`` in the posterior mean (Eq. 10) for ``t = 1..T`` (entry ``t - 1``)."""
-        return self._posterior_coef_v0
-
-    @property
-    def posterior_variances(self) -> np.ndarray:
-        """Variance of ``q(v_{t-1} | v_t, v_0)`` for ``t = 1..T`` (entry ``t - 1``)."""
-        return self._posterior_variance
-
     def alpha_bar(self, t: tf.Tensor) -> tf.Tensor:
         """Gathers ``alpha_bar_t``.
 
@@ -128,32 +90,6 @@ class NoiseSchedule:
           A float32 tensor of the shape of ``t``.
         """
         return tf.gather(tf.constant(self._alphas_bar, tf.float32), t)
-
-    def posterior_mean(self, v_t: tf.Tensor, v0: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
-        """Mean of ``q(v_{t-1} | v_t, v_0)`` (Eq. 10, with the prediction ``v0`` in place of ``v_0``).
-
-        Args:
-          v_t: Noisy vectors, shape ``(..., d)``.
-          v0: (Predicted) clean vectors, shape ``(..., d)``.
-          t: Integer steps in ``1..T``, shape ``(...)`` (the shape of ``v_t`` without its last axis).
-
-        Returns:
-          A float32 tensor of the shape of ``v_t``.
-        """
-        coef_vt = tf.gather(tf.constant(self._posterior_coef_vt, tf.float32), t - 1)
-        coef_v0 = tf.gather(tf.constant(self._posterior_coef_v0, tf.float32), t - 1)
-        return coef_vt[..., tf.newaxis] * v_t + coef_v0[..., tf.newaxis] * v0
-
-    def posterior_variance(self, t: tf.Tensor) -> tf.Tensor:
-        """Gathers the posterior variance of ``q(v_{t-1} | v_t, v_0)``.
-
-        Args:
-          t: Integer tensor of any shape with values in ``1..T``.
-
-        Returns:
-          A float32 tensor of the shape of ``t``.
-        """
-        return tf.gather(tf.constant(self._posterior_variance, tf.float32), t - 1)
 
     def q_sample(self, v0: tf.Tensor, t: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
         """Samples ``v_t ~ q(v_t | v_0)`` by reparameterization (Eq. 7).

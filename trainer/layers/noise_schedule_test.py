@@ -20,6 +20,27 @@ def _numpy_alphas_bar(
     return np.array(values)
 
 
+def _ddpm_posterior(alphas_bar: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """DDPM's per-step quantities for t = 1..T (entry t - 1), derived from alpha_bar_0..T.
+
+    Args:
+      alphas_bar: ``alpha_bar_t`` for ``t = 0..T``.
+
+    Returns:
+      ``beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}``, the coefficients of ``v_t`` and ``v_0`` in the mean of
+      ``q(v_{t-1} | v_t, v_0)`` (Eq. 10) and its variance, written out term by term.
+    """
+    betas, coef_vt, coef_v0, variances = [], [], [], []
+    for t in range(1, len(alphas_bar)):
+        alpha = alphas_bar[t] / alphas_bar[t - 1]
+        beta = 1.0 - alpha
+        betas.append(beta)
+        coef_vt.append(np.sqrt(alpha) * (1.0 - alphas_bar[t - 1]) / (1.0 - alphas_bar[t]))
+        coef_v0.append(np.sqrt(alphas_bar[t - 1]) * beta / (1.0 - alphas_bar[t]))
+        variances.append(beta * (1.0 - alphas_bar[t - 1]) / (1.0 - alphas_bar[t]))
+    return np.array(betas), np.array(coef_vt), np.array(coef_v0), np.array(variances)
+
+
 class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
     def test_endpoints_match_eq_8(self):
         schedule = NoiseSchedule(diffusion_steps=10, alpha_min=1e-4, alpha_max=4e-3, noise_scale=0.1)
@@ -40,25 +61,22 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         self.assertTrue(np.all(np.diff(schedule.alphas_bar) < 0.0))
         self.assertTrue(np.all(schedule.alphas_bar > 0.0))
 
-    def test_derived_quantities_match_numpy(self):
-        schedule = NoiseSchedule(diffusion_steps=6, alpha_min=0.01, alpha_max=0.4, noise_scale=0.8)
-        alphas_bar = _numpy_alphas_bar(6, 0.01, 0.4, 0.8)
-        for t in range(1, 7):
-            alpha = alphas_bar[t] / alphas_bar[t - 1]
-            beta = 1.0 - alpha
-            # Posterior q(v_{t-1} | v_t, v_0) (Eq. 10) and its variance.
-            coef_vt = np.sqrt(alpha) * (1.0 - alphas_bar[t - 1]) / (1.0 - alphas_bar[t])
-            coef_v0 = np.sqrt(alphas_bar[t - 1]) * beta / (1.0 - alphas_bar[t])
-            variance = beta * (1.0 - alphas_bar[t - 1]) / (1.0 - alphas_bar[t])
-            self.assertAlmostEqual(schedule.alphas[t - 1], alpha, places=12)
-            self.assertAlmostEqual(schedule.betas[t - 1], beta, places=12)
-            self.assertAlmostEqual(schedule.posterior_mean_coef_vt[t - 1], coef_vt, places=12)
-            self.assertAlmostEqual(schedule.posterior_mean_coef_v0[t - 1], coef_v0, places=12)
-            self.assertAlmostEqual(schedule.posterior_variances[t - 1], variance, places=12)
-        # At t = 1 the posterior collapses onto v_0.
-        self.assertAlmostEqual(schedule.posterior_mean_coef_vt[0], 0.0, places=12)
-        self.assertAlmostEqual(schedule.posterior_mean_coef_v0[0], 1.0, places=12)
-        self.assertAllClose(np.cumprod(schedule.alphas), schedule.alphas_bar[1:], rtol=0, atol=1e-12)
+    @parameterized.parameters((1, 0.01, 0.2, 0.5), (6, 0.01, 0.4, 0.8), (40, 1e-4, 4e-3, 0.1))
+    def test_alphas_bar_define_a_proper_ddpm_chain(self, steps, alpha_min, alpha_max, noise_scale):
+        # The per-step quantities of DDPM (Eq. 6 and 10), derived here from the product's alphas_bar.
+        schedule = NoiseSchedule(steps, alpha_min, alpha_max, noise_scale)
+        betas, coef_vt, coef_v0, variances = _ddpm_posterior(schedule.alphas_bar)
+        self.assertTrue(np.all((betas > 0.0) & (betas < 1.0)))
+        self.assertTrue(np.all((variances >= 0.0) & (variances <= betas)))
+        self.assertAllClose(np.cumprod(1.0 - betas), schedule.alphas_bar[1:], rtol=0, atol=1e-12)
+        # At t = 1 the posterior collapses onto v_0, and so does the product's last DDIM update.
+        self.assertAlmostEqual(coef_vt[0], 0.0, places=12)
+        self.assertAlmostEqual(coef_v0[0], 1.0, places=12)
+        self.assertAlmostEqual(variances[0], 0.0, places=12)
+        rng = np.random.default_rng(2)
+        v_1, v0 = rng.normal(size=(2, 3, 5)).astype(np.float32)
+        posterior_mean = coef_vt[0] * v_1 + coef_v0[0] * v0
+        self.assertAllClose(schedule.ddim_step(tf.constant(v_1), tf.constant(v0), 1, 0), posterior_mean, atol=1e-6)
 
     def test_tf_gathers(self):
         schedule = NoiseSchedule(diffusion_steps=6, alpha_min=0.01, alpha_max=0.4, noise_scale=0.8)
@@ -66,18 +84,6 @@ class NoiseScheduleTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(schedule.alpha_bar(t).dtype, tf.float32)
         self.assertAllClose(schedule.alpha_bar(t), schedule.alphas_bar[t.numpy()], rtol=1e-7)
         self.assertAllClose(schedule.alpha_bar(tf.constant(0)), 1.0)
-        steps = tf.constant([1, 4, 6])
-        self.assertAllClose(
-            schedule.posterior_variance(steps), schedule.posterior_variances[[0, 3, 5]], rtol=1e-6
-        )
-        rng = np.random.default_rng(0)
-        v_t, v0 = rng.normal(size=(2, 3, 5)).astype(np.float32)
-        rows = [0, 3, 5]  # Entry t - 1 for t = 1, 4, 6.
-        expected = (
-            schedule.posterior_mean_coef_vt[rows, None] * v_t
-            + schedule.posterior_mean_coef_v0[rows, None] * v0
-        )
-        self.assertAllClose(schedule.posterior_mean(v_t, v0, steps), expected, rtol=1e-5, atol=1e-6)
 
     def test_q_sample_statistics(self):
         schedule = NoiseSchedule(diffusion_steps=4, alpha_min=0.1, alpha_max=0.7, noise_scale=1.0)

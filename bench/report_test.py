@@ -1,0 +1,131 @@
+"""Tests for bench.report on small synthetic result directories (never the real docs/results.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import common, report
+
+
+def _train_speed(dmi_rate: float, quick: bool = False) -> dict[str, Any]:
+    """A train_speed result with the fields the report reads: dmi at ``dmi_rate``, remi at 20,000."""
+
+    def model(name: str, rate: float) -> dict[str, Any]:
+        return {
+            "model": name,
+            "batch_size": 128,
+            "examples_per_second": rate,
+            "median_period_examples_per_second": rate - 100,
+            "measured_steps": 1000,
+        }
+
+    return {
+        "commit": "0123456789abcdef0123-dirty",
+        "command": "python -m bench.train_speed",
+        "date": "2026-01-02",
+        "quick": quick,
+        "cpu_count": 2,
+        "loadavg": [1.5, 1.0, 1.0],
+        "loadavg_end": [1.25, 1.0, 1.0],
+        "duration_s": 126.0,
+        "threads": {"intra_op": 2},
+        "period_steps": 250,
+        "measured_periods": 4,
+        "repeats": 1,
+        "anchor": {"examples_per_second": 1300.0},
+        "models": {"dmi": model("dmi", dmi_rate), "remi": model("remi", 20_000.0)},
+        "dmi_over_remi": dmi_rate / 20_000.0,
+        "figure": "train_speed.png",
+    }
+
+
+def _paths(tmp_path: Path) -> tuple[str, str]:
+    """A results directory and a markdown path in a sibling ``docs`` directory, as in the repository."""
+    results = tmp_path / "results"
+    results.mkdir()
+    return str(results), str(tmp_path / "docs" / "results.md")
+
+
+def _section(text: str, heading: str) -> str:
+    """The markdown from ``heading`` to the next second-level heading."""
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_an_empty_results_directory_lists_every_benchmark_as_not_run(tmp_path):
+    results, docs = _paths(tmp_path)
+    text = report.render(results, docs)
+    headings = [line for line in text.splitlines() if line.startswith("## ") and line[3].isdigit()]
+    assert headings == [f"## {number}. {title}" for number, (_, title) in enumerate(report.SECTIONS, start=1)]
+    missing = _section(text, "## Not run yet at full scale").splitlines()[2:]
+    assert [line for line in missing if line] == [
+        f"- {title}: not run — `python -m {report._module(stem)}`" for stem, title in report.SECTIONS
+    ]
+    targets = _section(text, "## Targets")
+    assert "| serving latency targets | - | not measured yet | - |" in targets
+    assert "full run not done yet" in targets
+    assert "**reached**" not in text and report.QUICK_WARNING not in text
+
+
+@pytest.mark.parametrize("dmi_rate, status", [(14_000.0, "**reached**"), (12_000.0, "missed")])
+def test_a_full_train_speed_result_gives_its_table_target_and_figure(tmp_path, dmi_rate, status):
+    results, docs = _paths(tmp_path)
+    common.write_json(os.path.join(results, "train_speed.json"), _train_speed(dmi_rate))
+    (Path(results) / "train_speed.png").write_bytes(b"png")
+    # A quick run beside the full one is not shown.
+    common.write_json(os.path.join(results, "train_speed_quick.json"), _train_speed(1.0, quick=True))
+    text = report.render(results, docs)
+
+    speed = _section(text, "## 6. Training throughput")
+    assert report.QUICK_WARNING not in speed
+    # 126 s = 2.1 min; the commit's first 12 hex digits keep the -dirty suffix; 1-minute load averages.
+    assert (
+        "Source: `bench/results/train_speed.json` (full run, 2.1 min), produced by "
+        "`python -m bench.train_speed` at commit `0123456789ab-dirty` on 2026-01-02, 2 CPUs, load average "
+        "[1.5] at start / [1.25] at end"
+    ) in speed
+    # examples/s, steps/s = rate / 128, the median period, rate / 1300 (the anchor), measured steps.
+    row = {
+        14_000.0: "| dmi | 14,000 | 109.4 | 13,900 | 10.77x | 1000 |",
+        12_000.0: "| dmi | 12,000 | 93.8 | 11,900 | 9.23x | 1000 |",
+    }
+    assert row[dmi_rate] in speed
+    assert "| remi | 20,000 | 156.2 | 19,900 | 15.38x | 1000 |" in speed
+    assert f"DMI / REMI throughput: **{dmi_rate / 20_000:.2f}**." in speed
+    assert "Wall time to a converged DMI: no Beauty reproduce result yet." in speed
+    # The figure is linked relative to the markdown file's directory.
+    assert "![Training throughput](../results/train_speed.png)" in speed
+
+    measured = f"{dmi_rate:,.0f} examples/s"
+    target = f"| dmi training throughput >= 13,000 examples/s (batch 128) | {measured} | {status} |"
+    assert f"{target} `train_speed.json` |" in _section(text, "## Targets")
+    left = _section(text, "## Not run yet at full scale")
+    assert "Training throughput" not in left
+    assert left.count("\n- ") == len(report.SECTIONS) - 1
+
+
+def test_a_figure_that_is_missing_is_left_out(tmp_path):
+    results, docs = _paths(tmp_path)
+    common.write_json(os.path.join(results, "train_speed_quick.json"), _train_speed(14_000.0, quick=True))
+    text = report.render(results, docs)
+    speed = _section(text, "## 6. Training throughput")
+    assert report.QUICK_WARNING in speed and "train_speed_quick.json` (quick run" in speed
+    assert "![" not in speed
+    # A quick throughput does not count towards the target, and is listed as only a quick run.
+    assert "dmi training throughput" not in text
+    assert "- Training throughput: only a quick run — `python -m bench.train_speed`" in text
+
+
+def test_main_writes_the_given_markdown_file_only(tmp_path, capsys):
+    results, docs = _paths(tmp_path)
+    common.write_json(os.path.join(results, "train_speed.json"), _train_speed(14_000.0))
+    assert report.main(["--results", results, "--docs", docs]) == 0
+    assert capsys.readouterr().out == f"wrote {docs}\n"
+    with open(docs, encoding="utf-8") as file:
+        assert file.read() == report.render(results, docs)
+    assert os.listdir(os.path.dirname(docs)) == ["results.md"]  # no temporary file left behind
