@@ -205,11 +205,15 @@ def saved_model_function(path: str) -> tuple[Any, Callable[[Any], Any]]:
     """Loads a SavedModel; returns it (keep it alive) and ``history tensor -> outputs`` of serving_default."""
     import tensorflow as tf
 
+    from serving import contract
+
     loaded = tf.saved_model.load(path)
-    signature = loaded.signatures["serving_default"]
-    top_n = tf.constant(TOP_N, tf.int32)
-    exclude = tf.constant(False)
-    return loaded, lambda history: signature(history=history, top_n=top_n, exclude_history=exclude)
+    signature = loaded.signatures[contract.RETRIEVAL_SIGNATURE]
+    options = {
+        contract.TOP_N_INPUT: tf.constant(TOP_N, tf.int32),
+        contract.EXCLUDE_HISTORY_INPUT: tf.constant(False),
+    }
+    return loaded, lambda history: signature(**{contract.HISTORY_INPUT: history}, **options)
 
 
 def servable_function(model: Any, vocabulary: Any, max_top_n: int, leaves: int, searched: int) -> Callable:
@@ -233,7 +237,9 @@ def servable_function(model: Any, vocabulary: Any, max_top_n: int, leaves: int, 
 
 
 def top_ids(function: Callable, batches: Sequence[Any]) -> list[np.ndarray]:
-    return [np.asarray(function(batch)["item_ids"]) for batch in batches]
+    from serving import contract
+
+    return [np.asarray(function(batch)[contract.ITEM_IDS_OUTPUT]) for batch in batches]
 
 
 def recall_vs_exact(exact: Sequence[np.ndarray], approximate: Sequence[np.ndarray]) -> float:
@@ -250,10 +256,15 @@ def in_process_latency(
     function: Callable, single: Sequence[Any], batched: Sequence[Any], duration: float
 ) -> dict[str, Any]:
     """Batch-1 and (when ``batched`` is given) batch-32 latency of a serving function called in-process."""
+    from serving import contract
+
+    def top(history: Any) -> np.ndarray:
+        return function(history)[contract.ITEM_IDS_OUTPUT].numpy()
+
     out = {}
     for key, inputs, warmup in (("batch_1", single, 10), ("batch_32", batched, 3)):
         if inputs:
-            seconds = _timed_loop(lambda x: function(x)["item_ids"].numpy(), inputs, duration, warmup)
+            seconds = _timed_loop(top, inputs, duration, warmup)
             out[key] = common.latency_summary(seconds)
     return out
 
@@ -400,11 +411,13 @@ def _stub(address: str) -> tuple[Any, Any]:
 
 def grpc_latency(address: str, requests: Sequence[Any], duration: float) -> dict[str, Any]:
     """Sequential requests on one channel for ``duration`` seconds (after 20 warm-up requests)."""
+    from serving import contract
+
     channel, stub = _stub(address)
     try:
         response = stub.Predict(requests[0], timeout=60)
-        rows = requests[0].inputs["history"].tensor_shape.dim[0].size
-        shape = [d.size for d in response.outputs["item_ids"].tensor_shape.dim]
+        rows = requests[0].inputs[contract.HISTORY_INPUT].tensor_shape.dim[0].size
+        shape = [d.size for d in response.outputs[contract.ITEM_IDS_OUTPUT].tensor_shape.dim]
         if shape != [rows, TOP_N]:
             raise RuntimeError(f"unexpected response shape {shape} for {rows} rows")
         seconds = _timed_loop(lambda r: stub.Predict(r, timeout=60), requests, duration, warmup=20)
@@ -415,10 +428,12 @@ def grpc_latency(address: str, requests: Sequence[Any], duration: float) -> dict
 
 def grpc_throughput(address: str, requests: Sequence[Any], clients: int, duration: float) -> dict[str, Any]:
     """``clients`` threads, each with its own channel, sending back-to-back for ``duration`` seconds."""
+    from serving import contract
+
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(clients + 1)
-    rows = requests[0].inputs["history"].tensor_shape.dim[0].size
+    rows = requests[0].inputs[contract.HISTORY_INPUT].tensor_shape.dim[0].size
 
     def client(index: int) -> None:
         channel, stub = _stub(address)
@@ -500,6 +515,8 @@ class Inputs:
 def measure_saved_models(layout: Mapping[str, str], inputs: Inputs, duration: float) -> dict[str, Any]:
     """Loads both SavedModels in this process: latency, the user tower's latency, top-50 ids of the
     recall users (``exact_ids`` / ``scann_ids``, numpy, not for the result file)."""
+    from serving import contract
+
     loaded = {name: saved_model_function(path) for name, path in layout.items()}
     out: dict[str, Any] = {
         "exact_ids": top_ids(loaded["dmi_exact"][1], inputs.recall),
@@ -509,8 +526,12 @@ def measure_saved_models(layout: Mapping[str, str], inputs: Inputs, duration: fl
             for name, (_, function) in loaded.items()
         },
     }
-    interests = loaded["dmi_exact"][0].signatures["user_interests"]
-    seconds = _timed_loop(lambda x: interests(history=x)["interests"].numpy(), inputs.single, duration)
+    interests = loaded["dmi_exact"][0].signatures[contract.INTERESTS_SIGNATURE]
+
+    def tower(history: Any) -> np.ndarray:
+        return interests(**{contract.HISTORY_INPUT: history})[contract.INTERESTS_OUTPUT].numpy()
+
+    seconds = _timed_loop(tower, inputs.single, duration)
     out["user_interests"] = {
         "batch_1": common.latency_summary(seconds),
         "note": "the user tower alone (signature user_interests: id lookup, extractor, DDIM refinement)",

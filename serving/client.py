@@ -27,9 +27,18 @@ from tensorflow_serving.apis import (
 )
 
 from serving.config import DEFAULT_MAX_MESSAGE_BYTES
+from serving.contract import (
+    HISTORY_INPUT,
+    INTERESTS_OUTPUT,
+    INTERESTS_SIGNATURE,
+    ITEM_IDS_OUTPUT,
+    RETRIEVAL_SIGNATURE,
+    SCORES_OUTPUT,
+    TOP_N_INPUT,
+)
 
-RETRIEVAL_SIGNATURE = "serving_default"
-INTERESTS_SIGNATURE = "user_interests"
+TopN = list[list[tuple[str, float]]]
+"""Per history, the ``(item_id, score)`` pairs of a retrieval response, best first."""
 
 
 class ServingError(Exception):
@@ -117,7 +126,7 @@ class RetrievalClient:
 
     def retrieve(
         self, histories: Sequence[Sequence[str]], top_n: int | None = None, version: int | None = None
-    ) -> list[list[tuple[str, float]]]:
+    ) -> TopN:
         """The top items for each history, best first.
 
         Args:
@@ -135,13 +144,7 @@ class RetrievalClient:
         if not histories:
             return []
         request = predict_request(self.model_name, histories, RETRIEVAL_SIGNATURE, top_n=top_n, version=version)
-        response = self._call(self._predictions.Predict, request)
-        item_ids = tf.make_ndarray(response.outputs["item_ids"])
-        scores = tf.make_ndarray(response.outputs["scores"])
-        return [
-            [(item.decode("utf-8"), float(score)) for item, score in zip(row_items, row_scores)]
-            for row_items, row_scores in zip(item_ids, scores)
-        ]
+        return top_items(self._call(self._predictions.Predict, request))
 
     def interests(self, histories: Sequence[Sequence[str]], version: int | None = None) -> np.ndarray:
         """The interest vectors of each history.
@@ -159,7 +162,7 @@ class RetrievalClient:
         """
         request = predict_request(self.model_name, histories, INTERESTS_SIGNATURE, version=version)
         response = self._call(self._predictions.Predict, request)
-        return tf.make_ndarray(response.outputs["interests"])
+        return tf.make_ndarray(response.outputs[INTERESTS_OUTPUT])
 
     def status(self) -> list[ReportedVersionStatus]:
         """The state of every version of the model the server knows, newest first.
@@ -227,10 +230,27 @@ def predict_request(
         TypeError: a history is a string rather than a sequence of ids.
     """
     request = predict_pb2.PredictRequest(model_spec=model_spec(model_name, version, signature_name))
-    request.inputs["history"].CopyFrom(tf.make_tensor_proto(history_array(histories)))
+    request.inputs[HISTORY_INPUT].CopyFrom(tf.make_tensor_proto(history_array(histories)))
     if top_n is not None:
-        request.inputs["top_n"].CopyFrom(tf.make_tensor_proto(top_n, dtype=tf.int32))
+        request.inputs[TOP_N_INPUT].CopyFrom(tf.make_tensor_proto(top_n, dtype=tf.int32))
     return request
+
+
+def top_items(response: predict_pb2.PredictResponse) -> TopN:
+    """The item ids and scores of a retrieval response, as ``(item_id, score)`` pairs per row.
+
+    Args:
+        response: a ``serving_default`` response, outputs ``item_ids`` and ``scores`` ``[batch, top_n]``.
+
+    Returns:
+        Per row, the pairs best first.
+    """
+    item_ids = tf.make_ndarray(response.outputs[ITEM_IDS_OUTPUT])
+    scores = tf.make_ndarray(response.outputs[SCORES_OUTPUT])
+    return [
+        [(item.decode("utf-8"), float(score)) for item, score in zip(row_items, row_scores)]
+        for row_items, row_scores in zip(item_ids, scores)
+    ]
 
 
 def history_array(histories: Sequence[Sequence[str]]) -> np.ndarray:

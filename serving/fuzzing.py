@@ -22,6 +22,8 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
+from serving.contract import EXCLUDE_HISTORY_INPUT, HISTORY_INPUT, TOP_N_INPUT
+
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
 STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
@@ -118,14 +120,15 @@ class _Generator:
         values = [] if kind == 0 else [b"i"] if kind == 1 else [s.encode() for s in self.items[:3]]
         if self.rng.random() < 0.5:
             dims = dims[::-1]
-        return PREDICT, self._predict({"history": claimed_tensor(types_pb2.DT_STRING, dims, string_val=values)})
+        history = claimed_tensor(types_pb2.DT_STRING, dims, string_val=values)
+        return PREDICT, self._predict({HISTORY_INPUT: history})
 
     def negative_dimension(self) -> tuple[str, bytes]:
         dims = [int(self.rng.choice([-1, -2, -(2**31), 2**31])), int(self.rng.choice([-1, -5, 3]))]
-        alias = str(self.rng.choice(["history", "top_n"]))
-        dtype = types_pb2.DT_STRING if alias == "history" else types_pb2.DT_INT32
+        alias = str(self.rng.choice([HISTORY_INPUT, TOP_N_INPUT]))
+        dtype = types_pb2.DT_STRING if alias == HISTORY_INPUT else types_pb2.DT_INT32
         tensor = claimed_tensor(dtype, dims)
-        inputs = {"history": self._history(), alias: tensor}
+        inputs = {HISTORY_INPUT: self._history(), alias: tensor}
         return PREDICT, self._predict(inputs)
 
     def value_count(self) -> tuple[str, bytes]:
@@ -135,34 +138,34 @@ class _Generator:
             count = 0
         values = [str(self.rng.choice(self.items)).encode() for _ in range(count)]
         tensor = claimed_tensor(types_pb2.DT_STRING, [rows, width], string_val=values)
-        return PREDICT, self._predict({"history": tensor})
+        return PREDICT, self._predict({HISTORY_INPUT: tensor})
 
     def dtype(self) -> tuple[str, bytes]:
         dtype = int(self.rng.choice([types_pb2.DT_INT64, types_pb2.DT_FLOAT, types_pb2.DT_RESOURCE,
                                      types_pb2.DT_VARIANT, 999, types_pb2.DT_COMPLEX64, types_pb2.DT_QINT8]))
-        alias = str(self.rng.choice(["history", "top_n", "exclude_history"]))
-        inputs = {"history": self._history(), alias: claimed_tensor(dtype, [], int64_val=[3])}
+        alias = str(self.rng.choice([HISTORY_INPUT, TOP_N_INPUT, EXCLUDE_HISTORY_INPUT]))
+        inputs = {HISTORY_INPUT: self._history(), alias: claimed_tensor(dtype, [], int64_val=[3])}
         return PREDICT, self._predict(inputs)
 
     def contradictory_fields(self) -> tuple[str, bytes]:
         kind = int(self.rng.integers(4))
         if kind == 0:  # top_n in two value fields
             top_n = claimed_tensor(types_pb2.DT_INT32, [], int_val=[5], int64_val=[7])
-            return PREDICT, self._predict({"history": self._history(), "top_n": top_n})
+            return PREDICT, self._predict({HISTORY_INPUT: self._history(), TOP_N_INPUT: top_n})
         if kind == 1:  # tensor_content and a typed field at once
             top_n = claimed_tensor(types_pb2.DT_INT32, [], int_val=[5], tensor_content=b"\x05\x00\x00\x00")
-            return PREDICT, self._predict({"history": self._history(), "top_n": top_n})
+            return PREDICT, self._predict({HISTORY_INPUT: self._history(), TOP_N_INPUT: top_n})
         if kind == 2:  # strings in tensor_content
             history = claimed_tensor(types_pb2.DT_STRING, [1, 1], tensor_content=b"\x02i1")
-            return PREDICT, self._predict({"history": history})
+            return PREDICT, self._predict({HISTORY_INPUT: history})
         flag = claimed_tensor(types_pb2.DT_BOOL, [], tensor_content=bytes([int(self.rng.integers(2, 256))]))
-        return PREDICT, self._predict({"history": self._history(), "exclude_history": flag})
+        return PREDICT, self._predict({HISTORY_INPUT: self._history(), EXCLUDE_HISTORY_INPUT: flag})
 
     def tensor_content(self) -> tuple[str, bytes]:
         length = int(self.rng.choice([0, 1, 3, 5, 8, 4096]))
         dims = [] if self.rng.random() < 0.5 else [int(self.rng.integers(2, 10**6))]
         top_n = claimed_tensor(types_pb2.DT_INT32, dims, tensor_content=bytes(length or 1))
-        return PREDICT, self._predict({"history": self._history(), "top_n": top_n})
+        return PREDICT, self._predict({HISTORY_INPUT: self._history(), TOP_N_INPUT: top_n})
 
     def oversized(self) -> tuple[str, bytes]:
         kind = int(self.rng.integers(3))
@@ -176,12 +179,12 @@ class _Generator:
             rows = self.max_rows
             width = self.max_row_elements
             history = claimed_tensor(types_pb2.DT_STRING, [rows, width], string_val=[b"x"])
-        return PREDICT, self._predict({"history": history})
+        return PREDICT, self._predict({HISTORY_INPUT: history})
 
     def unknown_name(self) -> tuple[str, bytes]:
         name = self._text(int(self.rng.choice([1, 20, 5000])))
         kind = int(self.rng.integers(6))
-        history = {"history": self._history()}
+        history = {HISTORY_INPUT: self._history()}
         if kind == 0:
             return PREDICT, predict(name, history).SerializeToString()
         if kind == 1:
@@ -196,14 +199,14 @@ class _Generator:
 
     def bad_value(self) -> tuple[str, bytes]:
         top_n = int(self.rng.choice([0, -1, -(2**31), 2**31 - 1, 100_000]))
-        return PREDICT, self._predict({"history": self._history(), "top_n": scalar_int32(top_n)})
+        return PREDICT, self._predict({HISTORY_INPUT: self._history(), TOP_N_INPUT: scalar_int32(top_n)})
 
     def undecodable(self) -> tuple[str, bytes]:
         payload = self.rng.bytes(int(self.rng.integers(1, 2000)))
         return str(self.rng.choice(_METHODS)), payload
 
     def mutated(self) -> tuple[str, bytes]:
-        payload = bytearray(self._predict({"history": self._history(), "top_n": scalar_int32(5)}))
+        payload = bytearray(self._predict({HISTORY_INPUT: self._history(), TOP_N_INPUT: scalar_int32(5)}))
         for _ in range(int(self.rng.integers(1, 8))):
             payload[int(self.rng.integers(len(payload)))] = int(self.rng.integers(256))
         return PREDICT, bytes(payload)

@@ -9,7 +9,15 @@ A :class:`ReferenceModel` is a toy retrieval model that honours the exported sig
 
 The user vector is the mean embedding of the known ids of the history (unknown ids and padding ignored),
 scores are dot products with every item. The same arithmetic in numpy (:meth:`ReferenceModel.top_n`)
-gives the exact brute-force answer a test compares the server's responses with.
+gives the exact brute-force answer a test compares the server's responses with. The contract's names come
+from :mod:`serving.contract`, requests and their answers go through :mod:`serving.client`'s builder and
+reader, as a real client's would.
+
+Warm-up files: the trainer's exporter is the one writer of them for real servables, and the server only
+reads them (:mod:`serving.warmup`). A toy SavedModel needs one too, and serving may not import the
+trainer, so :func:`write_warmup_requests` here is the serving side's only writer of the format: a few
+lines that take ready requests (the exporter builds its own), at the path the server reads
+(:data:`serving.warmup.WARMUP_PATH`).
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from serving.warmup import write_warmup_requests
+from serving import client, contract
+from serving.client import TopN, top_items  # noqa: F401  (top_items: re-exported for the tests)
+from serving.warmup import WARMUP_PATH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +110,10 @@ class ReferenceModel:
         staging = os.path.join(base_path, f".staging-{version}")
         shutil.rmtree(staging, ignore_errors=True)
         module = _ServingModule(self)
-        signatures = {"serving_default": module.serve, "user_interests": module.user_interests}
+        signatures = {
+            contract.RETRIEVAL_SIGNATURE: module.serve,
+            contract.INTERESTS_SIGNATURE: module.user_interests,
+        }
         tf.saved_model.save(module, staging, signatures=signatures)
         warmup_requests = list(warmup_requests)
         if warmup_requests:
@@ -123,16 +136,16 @@ class _ServingModule(tf.Module):
         self._projections = tf.Variable(model.projections, trainable=False)
         self._num_items = len(model.item_ids)
         default_top_n = tf.constant(model.default_top_n, dtype=tf.int32)
-        history_spec = tf.TensorSpec([None, None], tf.string, name="history")
+        history_spec = tf.TensorSpec([None, None], tf.string, name=contract.HISTORY_INPUT)
 
-        @tf.function(input_signature=[history_spec, tf.TensorSpec([], tf.int32, name="top_n")])
+        @tf.function(input_signature=[history_spec, tf.TensorSpec([], tf.int32, name=contract.TOP_N_INPUT)])
         def serve(history: tf.Tensor, top_n: tf.Tensor = default_top_n) -> dict[str, tf.Tensor]:
             return self._retrieve(history, top_n)
 
         @tf.function(input_signature=[history_spec])
         def user_interests(history: tf.Tensor) -> dict[str, tf.Tensor]:
             interests = tf.einsum("bd,kde->bke", self._user_vectors(history), self._projections)
-            return {"interests": interests}
+            return {contract.INTERESTS_OUTPUT: interests}
 
         self.serve = serve
         self.user_interests = user_interests
@@ -156,7 +169,10 @@ class _ServingModule(tf.Module):
         with tf.control_dependencies(checks):
             scores = tf.matmul(self._user_vectors(history), self._embeddings, transpose_b=True)
             best_scores, best = tf.math.top_k(scores, k=top_n)
-        return {"item_ids": tf.gather(self._item_ids, best), "scores": best_scores}
+        return {
+            contract.ITEM_IDS_OUTPUT: tf.gather(self._item_ids, best),
+            contract.SCORES_OUTPUT: best_scores,
+        }
 
 
 def write_broken_version(base_path: str, version: int) -> str:
@@ -172,32 +188,39 @@ def write_broken_version(base_path: str, version: int) -> str:
     return path
 
 
+def write_warmup_requests(export_dir: str, requests: Iterable[predict_pb2.PredictRequest]) -> str:
+    """Writes Predict requests as the warm-up file of a SavedModel (see the module docstring).
+
+    Write it before ``saved_model.pb`` is in place (or export to a temporary directory and rename it), so
+    a polling server never loads the version without its warm-up requests.
+
+    Args:
+        export_dir: the SavedModel (version) directory.
+        requests: the requests to replay; the model name and version in their ``model_spec`` are ignored.
+
+    Returns:
+        The path of the written file.
+    """
+    path = os.path.join(export_dir, WARMUP_PATH)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for request in requests:
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
 def predict_request(
     histories: Sequence[Sequence[str]], top_n: int | None = None, model_name: str = "dmi"
 ) -> predict_pb2.PredictRequest:
-    """A raw ``serving_default`` PredictRequest, as any TF Serving client builds it."""
-    width = max([1, *(len(h) for h in histories)])
-    padded = [list(h) + [""] * (width - len(h)) for h in histories]
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.inputs["history"].CopyFrom(tf.make_tensor_proto(padded, dtype=tf.string))
-    if top_n is not None:
-        request.inputs["top_n"].CopyFrom(tf.make_tensor_proto(top_n, dtype=tf.int32))
-    return request
+    """A raw retrieval PredictRequest with no ``signature_name``, as a client relying on the default sends.
 
-
-TopN = list[list[tuple[str, float]]]
-"""Per history, the ``(item_id, score)`` pairs of a response, best first."""
-
-
-def top_items(response: predict_pb2.PredictResponse) -> TopN:
-    """The ``item_ids`` and ``scores`` outputs of a ``serving_default`` response, as pairs per row."""
-    item_ids = tf.make_ndarray(response.outputs["item_ids"])
-    scores = tf.make_ndarray(response.outputs["scores"])
-    return [
-        [(item.decode(), float(score)) for item, score in zip(row_ids, row_scores)]
-        for row_ids, row_scores in zip(item_ids, scores)
-    ]
+    Args:
+        histories: one sequence of raw item ids per user (padded with ``""``).
+        top_n: items per user; None leaves the model's default.
+        model_name: the served model.
+    """
+    return client.predict_request(model_name, histories, signature_name="", top_n=top_n)
 
 
 def assert_same_top(actual: TopN, expected: TopN) -> None:

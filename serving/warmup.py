@@ -5,13 +5,13 @@ file of ``tensorflow.serving.PredictionLog`` records. Replaying them runs every 
 real request does not pay for lazy initialisation (table and kernel set-up, memory pools). Only
 ``predict_log`` records are supported; a failing warm-up request fails the version's load, as in TF Serving.
 
-:func:`write_warmup_requests` is deliberately small so an exporter can copy it rather than import serving.
+This module only reads and replays them: the trainer's exporter (``trainer/export.py``) writes them for
+real servables, and :func:`serving.testing.write_warmup_requests` for the tests' toy SavedModels.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -20,28 +20,6 @@ from serving.servable import Servable
 
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
-
-
-def write_warmup_requests(export_dir: str, requests: Iterable[predict_pb2.PredictRequest]) -> str:
-    """Writes Predict requests as the warm-up file of a SavedModel.
-
-    Write it before ``saved_model.pb`` is in place (or export to a temporary directory and rename it), so
-    a polling server never loads the version without its warm-up requests.
-
-    Args:
-        export_dir: the SavedModel (version) directory.
-        requests: the requests to replay; the model name and version in their ``model_spec`` are ignored.
-
-    Returns:
-        The path of the written file.
-    """
-    path = os.path.join(export_dir, WARMUP_PATH)
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.TFRecordWriter(path) as writer:
-        for request in requests:
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-    return path
 
 
 def read_warmup_requests(export_dir: str) -> list[predict_pb2.PredictRequest]:

@@ -1,4 +1,4 @@
-"""Tests of serving/warmup.py: the warm-up file format and its replay when a version loads."""
+"""Tests of serving/warmup.py: reading the warm-up file format and its replay when a version loads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from tensorflow_serving.apis import classification_pb2, prediction_log_pb2
 
 from serving.config import ServedModel
 from serving.model_manager import ModelManager, VersionState
-from serving.testing import ReferenceModel, predict_request
-from serving.warmup import WARMUP_PATH, read_warmup_requests, write_warmup_requests
+from serving.testing import ReferenceModel, predict_request, write_warmup_requests
+from serving.warmup import WARMUP_PATH, read_warmup_requests
 
 
 def test_written_requests_read_back(tmp_path):

@@ -106,7 +106,7 @@ class SavedModelRecommender:
     def __init__(self, saved_model_dir: str, vocabulary: Vocabulary, num_items: int):
         self.num_items = num_items
         self._loaded = tf.saved_model.load(saved_model_dir)  # the signature needs the object alive
-        self._serve = self._loaded.signatures["serving_default"]
+        self._serve = self._loaded.signatures[export.RETRIEVAL_SIGNATURE]
         self._item_ids = tf.constant(("",) + vocabulary.item_ids)
         self._indices = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(self._item_ids[1:], tf.range(1, len(vocabulary) + 1)),
@@ -116,11 +116,13 @@ class SavedModelRecommender:
     def recommend(self, history: tf.Tensor, n: int) -> tuple[tf.Tensor, tf.Tensor]:
         """The servable's top-``n`` items of each history: ``(scores, indices)``, each (batch, n)."""
         outputs = self._serve(
-            history=tf.gather(self._item_ids, history),
-            top_n=tf.constant(n, tf.int32),
-            exclude_history=tf.constant(False),
+            **{
+                export.HISTORY_INPUT: tf.gather(self._item_ids, history),
+                export.TOP_N_INPUT: tf.constant(n, tf.int32),
+                export.EXCLUDE_HISTORY_INPUT: tf.constant(False),
+            }
         )
-        return outputs["scores"], self._indices.lookup(outputs["item_ids"])
+        return outputs[export.SCORES_OUTPUT], self._indices.lookup(outputs[export.ITEM_IDS_OUTPUT])
 
 
 def evaluate_saved_model(

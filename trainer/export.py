@@ -22,7 +22,14 @@ Signatures:
 - ``user_interests(history) -> {interests: float32 [batch, K, d]}``: the refined interest vectors Z.
 
 The defaults of ``top_n`` and ``exclude_history`` are recorded in the SignatureDef, so TF Serving clients
-may leave them out. Warm-up requests go to ``assets.extra/tf_serving_warmup_requests``.
+may leave them out. These names are the serving contract; the constants below (``RETRIEVAL_SIGNATURE``,
+``HISTORY_INPUT``, ...) are their one home on the trainer side, and the SignatureDefs written from them are
+the source of truth: ``serving/contract.py`` repeats them for the server's clients (serving may not import
+the trainer) and ``tests/test_serving_contract.py`` checks that it matches what this module exports.
+
+This module is also the one writer of warm-up requests for real servables (``assets.extra/
+tf_serving_warmup_requests``, which ``serving/warmup.py`` reads and replays): one per signature and
+allowed batch size.
 """
 
 from __future__ import annotations
@@ -39,6 +46,16 @@ from trainer import filesystem as fs
 from trainer import retrieval
 from trainer.model import DMIModel
 from trainer.sequences import Vocabulary
+
+# The serving contract: signature keys, input and output aliases (see the module docstring).
+RETRIEVAL_SIGNATURE = "serving_default"  # TF Serving's default: a request without signature_name retrieves
+INTERESTS_SIGNATURE = "user_interests"
+HISTORY_INPUT = "history"
+TOP_N_INPUT = "top_n"
+EXCLUDE_HISTORY_INPUT = "exclude_history"
+ITEM_IDS_OUTPUT = "item_ids"
+SCORES_OUTPUT = "scores"
+INTERESTS_OUTPUT = "interests"
 
 EXACT = "dmi_exact"
 SCANN = "dmi"
@@ -143,8 +160,12 @@ class RetrievalServable(tf.Module):
             jit_compile=xla,
             autograph=False,
         )
+        # Exact retrieval of the max_top_n best items (the evaluator's top_n, with the history excluded).
         self._exact_candidates = tf.function(
-            self._score_and_rank, input_signature=[interests_spec, indices_spec], jit_compile=xla, autograph=False
+            lambda interests, excluded: retrieval.top_n(interests, model.item_table, max_top_n, exclude=excluded),
+            input_signature=[interests_spec, indices_spec],
+            jit_compile=xla,
+            autograph=False,
         )
         # Both directions read the one vocabulary asset; line i is index i + 1 (0 = padding / unknown).
         self.item_vocabulary = tf.saved_model.Asset(vocabulary_file)
@@ -256,24 +277,7 @@ class RetrievalServable(tf.Module):
         indices = tf.where(empty, popular, indices)
         scores = tf.where(empty, tf.zeros_like(scores), scores)
         item_ids = self.ids_of_indices.lookup(tf.cast(indices, tf.int64) - 1)
-        return {"item_ids": item_ids, "scores": scores}
-
-    def _score_and_rank(self, interests: tf.Tensor, excluded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """The ``max_top_n`` best items by Eq. 20 with excluded items and the padding index scored -inf.
-
-        Static shapes only (no data-dependent sizes), so that XLA compiles it: column ``j`` of the scores
-        is item index ``j``, and every history slot scatters -inf into its column (padding slots into
-        column 0, the padding index, which is -inf anyway).
-        """
-        scores = retrieval.score_items(interests, self.model.item_table)  # (B, N + 1)
-        users = tf.shape(excluded)[0]
-        rows = tf.repeat(tf.range(users), tf.shape(excluded)[1])
-        slots = tf.stack([rows, tf.reshape(excluded, [-1])], axis=1)
-        scores = tf.tensor_scatter_nd_update(
-            scores, slots, tf.fill(tf.shape(rows), tf.constant(-np.inf, scores.dtype))
-        )
-        scores = tf.concat([tf.fill([users, 1], tf.constant(-np.inf, scores.dtype)), scores[:, 1:]], axis=1)
-        return tf.math.top_k(scores, k=self.max_top_n)
+        return {ITEM_IDS_OUTPUT: item_ids, SCORES_OUTPUT: scores}
 
     def _scann_top(
         self, interests: tf.Tensor, excluded: tf.Tensor, top_n: tf.Tensor
@@ -283,51 +287,19 @@ class RetrievalServable(tf.Module):
         scores, indices = self.scann(tf.reshape(interests, [-1, dim]))  # (B*K, k) each
         scores = tf.reshape(scores, [batch, -1])
         indices = tf.reshape(indices, [batch, -1])
-        return merge_candidates(scores, indices, excluded, top_n)
-
-
-def merge_candidates(
-    scores: tf.Tensor, indices: tf.Tensor, excluded: tf.Tensor, top_n: tf.Tensor | int
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Merges per-interest candidate lists into one top-N list (the protocol's merge, = Eq. 20).
-
-    Duplicates keep their best score, excluded ids and the padding id 0 are dropped.
-
-    Args:
-      scores: (batch, M) candidate scores, the K per-interest lists concatenated.
-      indices: (batch, M) int32 candidate item indices.
-      excluded: (batch, L) int32 indices to drop (0 = nothing).
-      top_n: list length.
-
-    Returns:
-      ``(scores, indices)`` of shape (batch, top_n), best first.
-    """
-    # Sort by score (best first), then stably by id: each run of equal ids starts with its best score.
-    by_score = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
-    scores = tf.gather(scores, by_score, batch_dims=1)
-    indices = tf.gather(indices, by_score, batch_dims=1)
-    by_id = tf.argsort(indices, axis=1, stable=True)
-    scores = tf.gather(scores, by_id, batch_dims=1)
-    indices = tf.gather(indices, by_id, batch_dims=1)
-    repeated = tf.concat([tf.zeros_like(indices[:, :1], tf.bool), indices[:, 1:] == indices[:, :-1]], axis=1)
-    dropped = (
-        repeated | (indices == 0) | tf.reduce_any(indices[:, :, tf.newaxis] == excluded[:, tf.newaxis, :], 2)
-    )
-    scores = tf.where(dropped, tf.constant(-np.inf, scores.dtype), scores)
-    values, positions = tf.math.top_k(scores, k=top_n)
-    return values, tf.gather(indices, positions, batch_dims=1)
+        return retrieval.merge_candidates(scores, indices, excluded, top_n)
 
 
 def _signatures(servable: RetrievalServable) -> dict[str, tf.types.experimental.PolymorphicFunction]:
-    history_spec = tf.TensorSpec([None, None], tf.string, name="history")
+    history_spec = tf.TensorSpec([None, None], tf.string, name=HISTORY_INPUT)
 
     # Passed as tf.functions with an input signature (not concrete functions), so that the defaults of
     # top_n and exclude_history are recorded in the SignatureDef for TF Serving to apply.
     @tf.function(
         input_signature=[
             history_spec,
-            tf.TensorSpec([], tf.int32, name="top_n"),
-            tf.TensorSpec([], tf.bool, name="exclude_history"),
+            tf.TensorSpec([], tf.int32, name=TOP_N_INPUT),
+            tf.TensorSpec([], tf.bool, name=EXCLUDE_HISTORY_INPUT),
         ],
         autograph=False,
     )
@@ -340,18 +312,24 @@ def _signatures(servable: RetrievalServable) -> dict[str, tf.types.experimental.
 
     @tf.function(input_signature=[history_spec], autograph=False)
     def user_interests(history: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"interests": servable.interests(history)}
+        return {INTERESTS_OUTPUT: servable.interests(history)}
 
-    return {"serving_default": serve, "user_interests": user_interests}
+    return {RETRIEVAL_SIGNATURE: serve, INTERESTS_SIGNATURE: user_interests}
 
 
 def _write_warmup_requests(
     export_dir: str, name: str, histories: Sequence[Sequence[str]], batch_sizes: Sequence[int]
 ) -> None:
-    """TF Serving replays these PredictRequests after loading, before the version serves traffic.
+    """Writes the warm-up file that TF Serving replays after loading, before the version serves traffic.
 
-    One request per signature and allowed batch size (the sample histories repeated to fill it), so that
-    every executable a request can use is compiled before the version serves.
+    One PredictRequest per signature and allowed batch size (the sample histories repeated to fill it), so
+    that every executable a request can use is compiled before the version serves.
+
+    Args:
+      export_dir: the SavedModel directory (its ``assets.extra/`` is created).
+      name: the servable's name, for the requests' ``model_spec``.
+      histories: sample histories of raw item ids, any lengths (padded with ``""``).
+      batch_sizes: the servable's allowed batch sizes.
     """
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
@@ -360,13 +338,13 @@ def _write_warmup_requests(
     path = fs.join(export_dir, WARMUP_FILE)
     fs.makedirs(fs.parent(path))
     with tf.io.TFRecordWriter(path) as writer:
-        for signature in ("serving_default", "user_interests"):
+        for signature in (RETRIEVAL_SIGNATURE, INTERESTS_SIGNATURE):
             for size in batch_sizes:
                 rows = np.array([padded[i % len(padded)] for i in range(size)], dtype=object)
                 request = predict_pb2.PredictRequest()
                 request.model_spec.name = name
                 request.model_spec.signature_name = signature
-                request.inputs["history"].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.string))
+                request.inputs[HISTORY_INPUT].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.string))
                 log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
 
@@ -416,7 +394,7 @@ def export_servables(
                     vocabulary,
                     vocabulary_file,
                     top_n,
-            max_top_n,
+                    max_top_n,
                     name == SCANN,
                     scann_leaves,
                     scann_leaves_to_search,

@@ -182,14 +182,6 @@ def test_saved_models_carry_defaults_and_warmup(exported):
         assert os.path.getsize(os.path.join(export_dir, name, export.WARMUP_FILE)) > 0
 
 
-def test_merge_candidates_keeps_best_score_and_drops_excluded():
-    scores = tf.constant([[5.0, 4.0, 3.0, 4.5, 2.0, 1.0]])
-    indices = tf.constant([[7, 3, 9, 7, 0, 4]])
-    values, ids = export.merge_candidates(scores, indices, tf.constant([[9, 0]]), 3)
-    np.testing.assert_array_equal(ids, [[7, 3, 4]])
-    np.testing.assert_array_equal(values, [[5.0, 4.0, 1.0]])
-
-
 @pytest.mark.parametrize("bad", ["", "two\nlines", "carriage\rreturn"])
 def test_ids_that_cannot_be_one_line_of_the_asset_are_refused(exported, tmp_path, bad):
     model, data, _, _ = exported

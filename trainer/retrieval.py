@@ -1,13 +1,17 @@
-"""Multi-interest retrieval scoring: DMI Eq. 1 / Eq. 20, ``f(u, i) = max_k z_k . e_i``.
+"""Multi-interest retrieval: DMI Eq. 1 / Eq. 20, ``f(u, i) = max_k z_k . e_i``, and its top-N lists.
 
 A user is represented by ``K`` interest vectors ``Z`` (``(K, d)``); an item's score is its best inner
-product over the interests. Ranking every item by that score is what the evaluation protocol's
-per-interest retrieval computes (each interest retrieves its own top-N, the ``K * N`` candidates are
-merged by score, duplicates and the padding id dropped, the first N kept); ``merge_per_interest_top_n``
-is a plain numpy implementation of that merge, kept as the reference the TensorFlow path is tested
-against.
+product over the interests. This module is the one implementation of "rank every item by that score, leave
+out the user's history, keep the first N" (:func:`top_n`), which the evaluator (through
+``DMIModel.recommend``) and the exact servable (``trainer/export.py``) both run, and of the merge of
+per-interest candidate lists that an approximate index returns (:func:`merge_candidates`, the ScaNN
+servable's); both leave items out with the same step, :func:`exclude_items`. Ranking every item by the
+max over interests is what the evaluation protocol's per-interest retrieval computes (each interest
+retrieves its own top-N, the ``K * N`` candidates are merged by score, duplicates and the padding id
+dropped, the first N kept); ``trainer/retrieval_test.py`` holds a plain numpy reference of that merge.
 
-Item id 0 is the padding id of the item table (row 0 of the embeddings); real items are ``1..N-1``.
+Item id 0 is the padding id of the item table (row 0 of the embeddings); real items are ``1..N-1``, and
+only they are ever ranked.
 """
 
 from __future__ import annotations
@@ -57,26 +61,24 @@ def top_n(
     item_embeddings: tf.Tensor,
     n: int,
     exclude: tf.Tensor | None = None,
-    mask_padding_id: bool = True,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Retrieves each user's top-``n`` items ranked by ``max_k z_k . e_i`` (Eq. 20).
+    """Retrieves each user's top-``n`` items ranked by ``max_k z_k . e_i`` (Eq. 20); id 0 is never ranked.
 
     Ties are broken towards the lower item id (``tf.math.top_k``). Works inside ``tf.function`` with
-    an unknown batch size.
+    an unknown batch size, and compiles with XLA (static shapes only: every ``exclude`` slot scatters).
 
     Args:
       user_interests: ``(B, K, d)`` float tensor.
       item_embeddings: ``(N, d)`` float tensor; row ``i`` embeds item id ``i``, row 0 is padding.
-      n: How many items to return per user, ``1 <= n <= N`` (``<= N - 1`` when ``mask_padding_id``).
+      n: How many items to return per user, ``1 <= n <= N - 1``.
       exclude: Optional ``(B, M)`` integer tensor of item ids to leave out per user (e.g. history
         items), in ``[0, N)``; the value 0 is padding of this tensor and excludes nothing. Excluded
         items score ``-inf``; they are only returned (with score ``-inf``, after every other item) if
         ``n`` exceeds the number of items left.
-      mask_padding_id: If True (default) item id 0 is never scored nor returned.
 
     Returns:
       ``(scores, ids)``: ``(B, n)`` scores in descending order and the matching ``(B, n)`` int32
-      item ids.
+      item ids, in ``[1, N)``.
 
     Raises:
       ValueError: On a wrong rank, mismatched static embedding sizes or batch sizes, or an ``n``
@@ -89,16 +91,14 @@ def top_n(
     item_embeddings = tf.convert_to_tensor(item_embeddings, dtype=user_interests.dtype)
     _check_rank(item_embeddings, 2, "item_embeddings", "(num_items, dim)")
     num_rows = item_embeddings.shape[0]
-    offset = 1 if mask_padding_id else 0
-    if num_rows is not None and n > num_rows - offset:
+    if num_rows is not None and n > num_rows - 1:
         raise ValueError(
-            f"n={n} exceeds the {num_rows - offset} retrievable items (item_embeddings has {num_rows} "
-            f"rows{', row 0 is padding and masked' if mask_padding_id else ''})."
+            f"n={n} exceeds the {num_rows - 1} retrievable items (item_embeddings has {num_rows} "
+            "rows, row 0 is padding and masked)."
         )
 
-    # Masking the padding id by not scoring row 0 at all: column j of `scores` is item id j + offset.
-    scores = score_items(user_interests, item_embeddings[1:] if mask_padding_id else item_embeddings)
-
+    # The padding id is never ranked: row 0 is not scored, column j of `scores` is item id j + 1.
+    scores = score_items(user_interests, item_embeddings[1:])
     if exclude is not None:
         exclude = tf.convert_to_tensor(exclude)
         _check_rank(exclude, 2, "exclude", "(batch, num_excluded)")
@@ -107,7 +107,12 @@ def top_n(
         batch, exclude_batch = user_interests.shape[0], exclude.shape[0]
         if batch is not None and exclude_batch is not None and batch != exclude_batch:
             raise ValueError(f"exclude has batch size {exclude_batch} but user_interests has {batch}.")
-        scores = _exclude_items(scores, tf.cast(exclude, tf.int32), offset, tf.shape(item_embeddings)[0])
+        exclude = tf.cast(exclude, tf.int32)
+        tf.debugging.assert_non_negative(exclude, message="top_n: exclude holds a negative item id.")
+        tf.debugging.assert_less(
+            exclude, tf.shape(item_embeddings)[0], message="top_n: exclude holds an id >= num_items."
+        )
+        scores = exclude_items(scores, exclude)
 
     if num_rows is None:
         # A control dependency, so that the check fails before top_k's own, less helpful error (in a
@@ -120,101 +125,66 @@ def top_n(
         with tf.control_dependencies([check]):
             scores = tf.identity(scores)
     values, indices = tf.math.top_k(scores, k=n, sorted=True)
-    return values, indices + offset
+    return values, indices + 1
 
 
-def _exclude_items(scores: tf.Tensor, exclude: tf.Tensor, offset: int, num_rows: tf.Tensor) -> tf.Tensor:
-    """Sets ``scores[b, id - offset] = -inf`` for every non-zero ``id`` in ``exclude[b]``.
+def merge_candidates(
+    scores: tf.Tensor, ids: tf.Tensor, exclude: tf.Tensor, n: int | tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Merges per-interest candidate lists into one top-``n`` list (the protocol's merge; = Eq. 20).
 
-    Args:
-      scores: ``(B, N - offset)`` scores; column ``j`` is item id ``j + offset``.
-      exclude: ``(B, M)`` int32 ids, 0 = nothing.
-      offset: 1 if row 0 (padding) was dropped from ``scores``, else 0.
-      num_rows: ``N``, the number of item ids.
-
-    Returns:
-      ``scores`` with the excluded entries set to ``-inf``.
-    """
-    tf.debugging.assert_non_negative(exclude, message="top_n: exclude holds a negative item id.")
-    tf.debugging.assert_less(exclude, num_rows, message="top_n: exclude holds an id >= num_items.")
-    rows = tf.broadcast_to(tf.range(tf.shape(exclude)[0])[:, None], tf.shape(exclude))
-    keep = exclude > 0
-    indices = tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(exclude, keep) - offset], axis=1)
-    updates = tf.fill(tf.shape(indices)[:1], tf.constant(-np.inf, dtype=scores.dtype))
-    return tf.tensor_scatter_nd_update(scores, indices, updates)
-
-
-def merge_per_interest_top_n(
-    user_interests: np.ndarray,
-    item_embeddings: np.ndarray,
-    n: int,
-    exclude: np.ndarray | None = None,
-    mask_padding_id: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Reference (numpy, loops) of the protocol's per-interest retrieval and merge.
-
-    For each user, each interest ``k`` retrieves its own top-``n`` items by ``z_k . e_i`` from an index
-    that holds every retrievable item (all ids except the excluded ones, and except 0 when
-    ``mask_padding_id``); the ``K * n`` (id, score) candidates are sorted by score (descending, stable),
-    duplicate ids dropped (keeping the first, i.e. best, score), and the first ``n`` kept. This is what
-    ComiRec/REMI's evaluation does with a faiss inner-product index, except that their index also holds
-    row 0 and they drop id 0 after merging, which gives the same list unless row 0 is in some
-    interest's top-``n``. The result equals ``top_n`` (Eq. 20) — that identity is what this function is
-    for; it is slow and meant for tests and benchmarks.
+    What an approximate index (the ScaNN servable's) returns is, per user, ``K`` lists of candidates, one
+    per interest. Duplicates keep their best score; excluded ids and the padding id 0 are dropped. Given
+    every interest's full ranking, the result is :func:`top_n`'s.
 
     Args:
-      user_interests: ``(B, K, d)`` array.
-      item_embeddings: ``(N, d)`` array, row 0 = padding.
-      n: Items per user.
-      exclude: Optional ``(B, M)`` int ids removed from user ``b``'s index; 0 is padding (no-op).
-      mask_padding_id: If True id 0 is not retrievable.
+      scores: ``(B, C)`` float candidate scores, the ``K`` per-interest lists concatenated.
+      ids: ``(B, C)`` int32 candidate item ids.
+      exclude: ``(B, M)`` int32 item ids to drop per user (0 = nothing).
+      n: list length, at most ``C``.
 
     Returns:
-      ``(scores, ids)``: ``(B, n)`` float64 merged scores (descending) and ``(B, n)`` int64 ids. If fewer
-      than ``n`` items are retrievable the tail is filled with id -1 and score -inf.
-
-    Raises:
-      ValueError: On wrong ranks or mismatched shapes.
+      ``(scores, ids)`` of shape ``(B, n)``, best first; if fewer than ``n`` distinct candidates are left,
+      the tail holds dropped candidates at score ``-inf``.
     """
-    user_interests = np.asarray(user_interests, dtype=np.float64)
-    item_embeddings = np.asarray(item_embeddings, dtype=np.float64)
-    if user_interests.ndim != 3:
-        raise ValueError(f"user_interests must be (B, K, d); got shape {user_interests.shape}.")
-    if item_embeddings.ndim != 2 or item_embeddings.shape[1] != user_interests.shape[2]:
-        raise ValueError(
-            f"item_embeddings must be (N, {user_interests.shape[2]}); got shape {item_embeddings.shape}."
-        )
-    if exclude is not None:
-        exclude = np.asarray(exclude)
-        if exclude.ndim != 2 or exclude.shape[0] != user_interests.shape[0]:
-            raise ValueError(f"exclude must be ({user_interests.shape[0]}, M); got shape {exclude.shape}.")
-    batch = user_interests.shape[0]
-    num_items = item_embeddings.shape[0]
-    out_scores = np.full((batch, n), -np.inf)
-    out_ids = np.full((batch, n), -1, dtype=np.int64)
-    for b in range(batch):
-        retrievable = np.ones(num_items, dtype=bool)
-        if mask_padding_id:
-            retrievable[0] = False
-        if exclude is not None:
-            retrievable[exclude[b][exclude[b] != 0]] = False
-        index_ids = np.flatnonzero(retrievable)
-        index = item_embeddings[index_ids]
-        candidates = []
-        for interest in user_interests[b]:
-            scores = index @ interest
-            best = np.argsort(-scores, kind="stable")[:n]
-            candidates.extend(zip(scores[best].tolist(), index_ids[best].tolist()))
-        candidates.sort(key=lambda pair: -pair[0])  # Stable: equal scores keep retrieval order.
-        seen: set = set()
-        kept = 0
-        for score, item in candidates:
-            if item in seen:
-                continue
-            seen.add(item)
-            out_scores[b, kept] = score
-            out_ids[b, kept] = item
-            kept += 1
-            if kept == n:
-                break
-    return out_scores, out_ids
+    # Sort by score (best first), then stably by id: each run of equal ids starts with its best score.
+    by_score = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+    scores = tf.gather(scores, by_score, batch_dims=1)
+    ids = tf.gather(ids, by_score, batch_dims=1)
+    by_id = tf.argsort(ids, axis=1, stable=True)
+    scores = tf.gather(scores, by_id, batch_dims=1)
+    ids = tf.gather(ids, by_id, batch_dims=1)
+    repeated = tf.concat([tf.zeros_like(ids[:, :1], tf.bool), ids[:, 1:] == ids[:, :-1]], axis=1)
+    scores = tf.where(repeated | (ids == 0), tf.constant(-np.inf, scores.dtype), scores)
+    scores = exclude_items(scores, tf.cast(exclude, ids.dtype), ids=ids)
+    values, positions = tf.math.top_k(scores, k=n)
+    return values, tf.gather(ids, positions, batch_dims=1)
+
+
+def exclude_items(scores: tf.Tensor, exclude: tf.Tensor, ids: tf.Tensor | None = None) -> tf.Tensor:
+    """The exclusion step of :func:`top_n` and :func:`merge_candidates`: excluded items score ``-inf``.
+
+    Static shapes only, so that XLA compiles it: every slot of ``exclude`` scatters a minimum into some
+    column, ``-inf`` where it excludes an item and ``+inf`` (no change) where it does not.
+
+    Args:
+      scores: ``(B, C)`` float scores.
+      exclude: ``(B, M)`` int ids to exclude in each row; 0 is padding and excludes nothing. ``ids`` None:
+        each in ``[0, C]``.
+      ids: Optional ``(B, C)`` item id of each column, ascending in each row (candidates sorted by id,
+        dtype of ``exclude``). None: column ``c`` is item id ``c + 1`` (the whole catalogue but padding).
+
+    Returns:
+      ``(B, C)`` ``scores`` with the column of every non-zero id in ``exclude[b]`` set to ``-inf`` in row
+      ``b`` (with ``ids``: the first column holding the id; an id no column holds changes nothing).
+    """
+    if ids is None:
+        columns, hit = tf.maximum(exclude - 1, 0), exclude > 0
+    else:
+        columns = tf.searchsorted(ids, exclude, side="left")  # (B, M): the first column >= each id.
+        columns = tf.minimum(columns, tf.shape(scores)[1] - 1)
+        hit = (exclude > 0) & (tf.gather(ids, columns, batch_dims=1) == exclude)
+    rows = tf.repeat(tf.range(tf.shape(exclude)[0]), tf.shape(exclude)[1])
+    slots = tf.stack([rows, tf.reshape(tf.cast(columns, tf.int32), [-1])], axis=1)
+    infinity = tf.constant(np.inf, scores.dtype)
+    return tf.tensor_scatter_nd_min(scores, slots, tf.where(tf.reshape(hit, [-1]), -infinity, infinity))

@@ -1,4 +1,4 @@
-"""Tests for trainer.retrieval (Eq. 1 / Eq. 20 scoring and top-N)."""
+"""Tests for trainer.retrieval (Eq. 1 / Eq. 20 scoring, top-N, the merge of per-interest candidates)."""
 
 import trainer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.retrieval import merge_per_interest_top_n, score_items, top_n
+from trainer.retrieval import exclude_items, merge_candidates, score_items, top_n
 
 
 def _random_case(seed: int, batch: int = 6, interests: int = 4, dim: int = 8, items: int = 300):
@@ -14,6 +14,61 @@ def _random_case(seed: int, batch: int = 6, interests: int = 4, dim: int = 8, it
     user_interests = rng.normal(size=(batch, interests, dim)).astype(np.float32)
     item_embeddings = rng.normal(size=(items, dim)).astype(np.float32)
     return user_interests, item_embeddings
+
+
+def merge_per_interest_top_n(
+    user_interests: np.ndarray, item_embeddings: np.ndarray, n: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference (numpy, loops) of the protocol's per-interest retrieval and merge.
+
+    For each user, each interest ``k`` retrieves its own top-``n`` items by ``z_k . e_i`` from an index
+    that holds every retrievable item (all ids except 0 and the excluded ones); the ``K * n`` (id, score)
+    candidates are sorted by score (descending, stable), duplicate ids dropped (keeping the first, i.e.
+    best, score), and the first ``n`` kept. This is what ComiRec/REMI's evaluation does with a faiss
+    inner-product index, except that their index also holds row 0 and they drop id 0 after merging, which
+    gives the same list unless row 0 is in some interest's top-``n``. The result equals ``top_n`` (Eq. 20):
+    that identity is what this reference is for.
+
+    Args:
+      user_interests: ``(B, K, d)`` array.
+      item_embeddings: ``(N, d)`` array, row 0 = padding.
+      n: Items per user.
+      exclude: Optional ``(B, M)`` int ids removed from user ``b``'s index; 0 is padding (no-op).
+
+    Returns:
+      ``(scores, ids)``: ``(B, n)`` float64 merged scores (descending) and ``(B, n)`` int64 ids. If fewer
+      than ``n`` items are retrievable the tail is filled with id -1 and score -inf.
+    """
+    user_interests = np.asarray(user_interests, dtype=np.float64)
+    item_embeddings = np.asarray(item_embeddings, dtype=np.float64)
+    batch = user_interests.shape[0]
+    out_scores = np.full((batch, n), -np.inf)
+    out_ids = np.full((batch, n), -1, dtype=np.int64)
+    for b in range(batch):
+        retrievable = np.ones(len(item_embeddings), dtype=bool)
+        retrievable[0] = False
+        if exclude is not None:
+            retrievable[exclude[b][exclude[b] != 0]] = False
+        index_ids = np.flatnonzero(retrievable)
+        index = item_embeddings[index_ids]
+        candidates = []
+        for interest in user_interests[b]:
+            scores = index @ interest
+            best = np.argsort(-scores, kind="stable")[:n]
+            candidates.extend(zip(scores[best].tolist(), index_ids[best].tolist()))
+        candidates.sort(key=lambda pair: -pair[0])  # Stable: equal scores keep retrieval order.
+        seen: set[int] = set()
+        kept = 0
+        for score, item in candidates:
+            if item in seen:
+                continue
+            seen.add(item)
+            out_scores[b, kept] = score
+            out_ids[b, kept] = item
+            kept += 1
+            if kept == n:
+                break
+    return out_scores, out_ids
 
 
 def test_score_items_by_hand():
@@ -64,8 +119,8 @@ def test_padding_id_is_never_returned():
     _, ids = top_n(user_interests, item_embeddings, n=29)  # Every real item.
     assert not np.any(ids.numpy() == 0)
     assert all(sorted(row) == list(range(1, 30)) for row in ids.numpy().tolist())
-    _, unmasked = top_n(user_interests, item_embeddings, n=3, mask_padding_id=False)
-    np.testing.assert_array_equal(unmasked.numpy()[:, 0], 0)
+    # Unmasked, padding would rank first for every user.
+    np.testing.assert_array_equal(np.argmax(score_items(user_interests, item_embeddings), axis=1), 0)
 
 
 def test_exclude_zero_is_a_no_op_and_excluded_items_fill_the_tail_at_minus_inf():
@@ -77,9 +132,7 @@ def test_exclude_zero_is_a_no_op_and_excluded_items_fill_the_tail_at_minus_inf()
     scores, ids = top_n(user, items, n=4, exclude=np.array([[4, 0, 2]]))
     np.testing.assert_array_equal(ids.numpy()[0, :2], [3, 1])
     assert np.all(np.isneginf(scores.numpy()[0, 2:]))
-    # Without padding masking, 0 in exclude still excludes nothing: padding (score 9) comes first.
-    _, ids = top_n(user, items, n=2, exclude=np.array([[0]]), mask_padding_id=False)
-    np.testing.assert_array_equal(ids.numpy(), [[0, 4]])
+    np.testing.assert_array_equal(ids.numpy()[0, 2:], [2, 4])  # The excluded items, by id.
 
 
 def test_single_interest_is_plain_dot_product_ranking():
@@ -127,7 +180,7 @@ def test_shape_errors():
         score_items(user_interests, item_embeddings[:, :4])
     with pytest.raises(ValueError, match="n=20 exceeds the 19 retrievable items"):
         top_n(user_interests, item_embeddings, n=20)
-    top_n(user_interests, item_embeddings, n=20, mask_padding_id=False)  # Fine without masking.
+    top_n(user_interests, item_embeddings, n=19)  # Every real item.
     with pytest.raises(ValueError, match="positive int"):
         top_n(user_interests, item_embeddings, n=0)
     with pytest.raises(ValueError, match="exclude must have rank 2"):
@@ -136,3 +189,37 @@ def test_shape_errors():
         top_n(user_interests, item_embeddings, n=5, exclude=np.ones((2, 3), np.int32))
     with pytest.raises(tf.errors.InvalidArgumentError, match="id >= num_items"):
         top_n(user_interests, item_embeddings, n=5, exclude=np.full((6, 1), 20))
+
+
+def test_merge_candidates_keeps_best_score_and_drops_excluded():
+    scores = tf.constant([[5.0, 4.0, 3.0, 4.5, 2.0, 1.0]])
+    indices = tf.constant([[7, 3, 9, 7, 0, 4]])
+    values, ids = merge_candidates(scores, indices, tf.constant([[9, 0]]), 3)
+    np.testing.assert_array_equal(ids, [[7, 3, 4]])
+    np.testing.assert_array_equal(values, [[5.0, 4.0, 1.0]])
+
+
+@pytest.mark.parametrize("per_interest", [299, 40])
+def test_merge_of_per_interest_lists_equals_top_n(per_interest):
+    """Each interest's best ``n + M`` candidates are enough: after exclusion ``n`` distinct ones remain."""
+    user_interests, item_embeddings = _random_case(9)
+    rng = np.random.default_rng(9)
+    exclude = np.concatenate([rng.integers(1, 300, size=(6, 8)), np.zeros((6, 2), np.int64)], axis=1)
+    per_item = tf.linalg.matmul(user_interests, item_embeddings[1:], transpose_b=True)  # (B, K, N - 1)
+    candidates, positions = tf.math.top_k(per_item, k=per_interest)
+    scores, ids = tf.reshape(candidates, [6, -1]), tf.reshape(positions + 1, [6, -1])
+    values, ids = merge_candidates(scores, ids, tf.constant(exclude, tf.int32), 30)
+    expected_values, expected_ids = top_n(user_interests, item_embeddings, 30, exclude=exclude)
+    np.testing.assert_array_equal(ids.numpy(), expected_ids.numpy())
+    np.testing.assert_allclose(values.numpy(), expected_values.numpy(), rtol=1e-6)
+
+
+def test_exclude_items_by_column_and_in_sorted_candidates():
+    scores = tf.constant([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    # Column c is item id c + 1; 0 excludes nothing.
+    out = exclude_items(scores, tf.constant([[3, 0], [4, 4]])).numpy()
+    np.testing.assert_array_equal(out, [[1.0, 2.0, -np.inf, 4.0], [5.0, 6.0, 7.0, -np.inf]])
+    # Candidate ids ascending per row; the first column of a repeated id; ids not present are no-ops.
+    ids = tf.constant([[2, 5, 5, 9], [1, 4, 6, 8]])
+    out = exclude_items(scores, tf.constant([[5, 7], [8, 10]]), ids=ids).numpy()
+    np.testing.assert_array_equal(out, [[1.0, -np.inf, 3.0, 4.0], [5.0, 6.0, 7.0, -np.inf]])
