@@ -619,6 +619,8 @@ ADDED_FIELDS: dict[str, Any] = {
     "backbone_learning_rate": 0.0,
     "refiner_learning_rate": 0.0,
     "coarse_loss_weight": 0.0,
+    # Every recorded catalogue was below trainer.optimizers.LAZY_MIN_ITEMS: `auto` trained them densely.
+    "item_table_update": "auto",
 }
 
 

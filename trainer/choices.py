@@ -18,6 +18,8 @@ DiffusionNoise = Literal["absolute", "relative"]
 DiffusionTraining = Literal["one_step", "chain"]
 # The refiner trains together with the extractor (the paper) or on a frozen, first-trained `remi`.
 RefinerSchedule = Literal["joint", "two_stage"]
+# How Adam updates the item table: by catalogue size, every row every step, or only the batch's rows.
+ItemTableUpdate = Literal["auto", "dense", "lazy"]
 
 USER_TOWERS: tuple[str, ...] = get_args(UserTower)
 DENOISERS: tuple[str, ...] = get_args(Denoiser)
@@ -28,3 +30,4 @@ DIFFUSION_LOSSES: tuple[str, ...] = get_args(DiffusionLoss)
 DIFFUSION_NOISES: tuple[str, ...] = get_args(DiffusionNoise)
 DIFFUSION_TRAININGS: tuple[str, ...] = get_args(DiffusionTraining)
 REFINER_SCHEDULES: tuple[str, ...] = get_args(RefinerSchedule)
+ITEM_TABLE_UPDATES: tuple[str, ...] = get_args(ItemTableUpdate)

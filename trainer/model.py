@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from trainer import batches, retrieval
+from trainer import batches, optimizers, retrieval
 from trainer.config import ModelConfig
 from trainer.layers.extractor import MultiInterestExtractor
 from trainer.layers.refiner import DiffusionRefiner
@@ -107,6 +107,9 @@ class DMIModel(tfrs.Model):
             raise ValueError(f"num_items must be >= 1, got {num_items}")
         self.config = config
         self.num_items = num_items
+        # `dense` or `lazy` for this catalogue (trainer.optimizers): whether train_step hands the item
+        # table's sparse gradient to the optimizer as it is (lazy: only its rows are updated).
+        self.item_table_update = optimizers.item_table_update(config.item_table_update, num_items)
         d = config.embedding_dim
         self.item_embeddings = keras.layers.Embedding(
             num_items + 1,
@@ -148,7 +151,7 @@ class DMIModel(tfrs.Model):
             )
         # The second stage of a two-stage run with a training backbone (set by trainer.train): the extractor
         # and the item table are updated by this optimizer, the refiner by the compiled one.
-        self.backbone_optimizer: keras.optimizers.legacy.Optimizer | None = None
+        self.backbone_optimizer: optimizers.LazyAdam | None = None
         self.sampled_softmax = SampledSoftmax(
             num_items, min(config.num_negatives, num_items), sampler=config.sampler
         )
@@ -274,23 +277,23 @@ class DMIModel(tfrs.Model):
 
     @tf.autograph.experimental.do_not_convert
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """One optimizer step. The item table's gradient is made dense before the update.
+        """One optimizer step; the item table is updated densely or lazily (:mod:`trainer.optimizers`).
 
         The model has no data-dependent Python control flow, so AutoGraph is off: converting the Keras
         layers' code made tracing the training function take tens of seconds.
 
-        The gather of history and target rows gives the table an IndexedSlices gradient; the legacy Adam
-        applies a sparse update with several passes over the table per step and TensorFlow then copies
-        the table on later reads. One dense, fused Adam update is cheaper at this table size.
+        The gather of history and target rows gives the table an IndexedSlices gradient. With the
+        ``dense`` update it is made dense here, and Adam's fused update passes over the whole table (legacy
+        Adam's own sparse update also decays every row's moments, in several passes, and is slower than
+        one fused pass). With ``lazy`` it reaches :class:`trainer.optimizers.LazyAdam` as it is.
         """
         with tf.GradientTape() as tape:
             terms = self.loss_terms(inputs, training=True)
             loss = terms["loss"] + sum(self.losses) if self.losses else terms["loss"]
         variables = self.trainable_variables
-        gradients = [
-            tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-            for g in tape.gradient(loss, variables)
-        ]
+        gradients = tape.gradient(loss, variables)
+        if self.item_table_update == "dense":
+            gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         if self.backbone_optimizer is None:
             self.optimizer.apply_gradients(zip(gradients, variables))
             return terms

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from trainer import batches
+from trainer import batches, optimizers
 from trainer import filesystem as fs
 from trainer.config import ModelConfig, without_diffusion
 from trainer.diagnostics import refinement_diagnostics
@@ -296,7 +296,7 @@ def train(
             layer.set_weights(getattr(backbone.model, name).get_weights())
             layer.trainable = config.backbone_learning_rate > 0
         if config.backbone_learning_rate > 0:
-            model.backbone_optimizer = keras.optimizers.legacy.Adam(config.backbone_learning_rate)
+            model.backbone_optimizer = optimizers.LazyAdam(config.backbone_learning_rate)
     if isinstance(model, PopularityModel):
         validation = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)()
         test = Evaluator(model, test_set, ndcg=ndcg)() if test_set is not None else {}
@@ -308,7 +308,7 @@ def train(
     if backbone is not None and config.refiner_learning_rate:
         rate = config.refiner_learning_rate
     model.compile(
-        optimizer=keras.optimizers.legacy.Adam(rate),
+        optimizer=optimizers.LazyAdam(rate),
         steps_per_execution=config.steps_per_call,
     )
     manager = resumed = None
