@@ -11,17 +11,33 @@ import pytest
 from bench import common, report
 
 
-def _train_speed(dmi_rate: float, quick: bool = False) -> dict[str, Any]:
-    """A train_speed result with the fields the report reads: dmi at ``dmi_rate``, remi at 20,000."""
+def _train_speed(
+    dmi_rate: float, quick: bool = False, dmi_over_floor: float = 1.2, large_vs_beauty: float = 0.8
+) -> dict[str, Any]:
+    """A train_speed result with the fields the report reads: dmi at ``dmi_rate``, remi at 20,000, and a
+    catalogue sweep whose 400k-item dmi runs at ``large_vs_beauty`` times its Beauty rate."""
 
-    def model(name: str, rate: float) -> dict[str, Any]:
+    def model(name: str, rate: float, over_floor: float, **extra: Any) -> dict[str, Any]:
+        step_ms = 128e3 / rate
         return {
             "model": name,
             "batch_size": 128,
             "examples_per_second": rate,
             "median_period_examples_per_second": rate - 100,
             "measured_steps": 1000,
+            "ms_per_step": step_ms,
+            "floor_ms_per_step": step_ms / over_floor,
+            "over_floor": over_floor,
+            "item_table_update": "dense",
+            **extra,
         }
+
+    dmi = model("dmi", dmi_rate, dmi_over_floor)
+    large = model("dmi", dmi_rate * large_vs_beauty, 1.1, vs_beauty=large_vs_beauty, item_table_update="lazy")
+    catalogues = [
+        {"data": {"items": 12_101}, "models": {"dmi": {"auto": {**dmi, "vs_beauty": 1.0}}}},
+        {"data": {"items": 400_000}, "models": {"dmi": {"auto": large}}},
+    ]
 
     return {
         "commit": "0123456789abcdef0123-dirty",
@@ -37,7 +53,8 @@ def _train_speed(dmi_rate: float, quick: bool = False) -> dict[str, Any]:
         "measured_periods": 4,
         "repeats": 1,
         "anchor": {"examples_per_second": 1300.0},
-        "models": {"dmi": model("dmi", dmi_rate), "remi": model("remi", 20_000.0)},
+        "models": {"dmi": dmi, "remi": model("remi", 20_000.0, 1.1)},
+        "catalogues": catalogues,
         "dmi_over_remi": dmi_rate / 20_000.0,
         "figure": "train_speed.png",
     }
@@ -72,10 +89,16 @@ def test_an_empty_results_directory_lists_every_benchmark_as_not_run(tmp_path):
     assert "**reached**" not in text and report.QUICK_WARNING not in text
 
 
-@pytest.mark.parametrize("dmi_rate, status", [(14_000.0, "**reached**"), (12_000.0, "missed")])
-def test_a_full_train_speed_result_gives_its_table_target_and_figure(tmp_path, dmi_rate, status):
+@pytest.mark.parametrize(
+    "dmi_rate, over_floor, vs_beauty, status",
+    [(14_000.0, 1.2, 0.8, "**reached**"), (12_000.0, 1.5, 0.4, "missed")],
+)
+def test_a_full_train_speed_result_gives_its_table_target_and_figure(
+    tmp_path, dmi_rate, over_floor, vs_beauty, status
+):
     results, docs = _paths(tmp_path)
-    common.write_json(os.path.join(results, "train_speed.json"), _train_speed(dmi_rate))
+    result = _train_speed(dmi_rate, dmi_over_floor=over_floor, large_vs_beauty=vs_beauty)
+    common.write_json(os.path.join(results, "train_speed.json"), result)
     (Path(results) / "train_speed.png").write_bytes(b"png")
     # A quick run beside the full one is not shown.
     common.write_json(os.path.join(results, "train_speed_quick.json"), _train_speed(1.0, quick=True))
@@ -89,21 +112,29 @@ def test_a_full_train_speed_result_gives_its_table_target_and_figure(tmp_path, d
         "`python -m bench.train_speed` at commit `0123456789ab-dirty` on 2026-01-02, 2 CPUs, load average "
         "[1.5] at start / [1.25] at end"
     ) in speed
-    # examples/s, steps/s = rate / 128, the median period, rate / 1300 (the anchor), measured steps.
+    # examples/s, steps/s = rate / 128, the median period, ms/step = 128,000 / rate, the floor's ms/step
+    # (ms/step / over_floor), the ratio, rate / 1300 (the anchor), measured steps.
     row = {
-        14_000.0: "| dmi | 14,000 | 109.4 | 13,900 | 10.77x | 1000 |",
-        12_000.0: "| dmi | 12,000 | 93.8 | 11,900 | 9.23x | 1000 |",
+        14_000.0: "| dmi | 14,000 | 109.4 | 13,900 | 9.14 | 7.62 | 1.20x | 10.77x | 1000 |",
+        12_000.0: "| dmi | 12,000 | 93.8 | 11,900 | 10.67 | 7.11 | 1.50x | 9.23x | 1000 |",
     }
     assert row[dmi_rate] in speed
-    assert "| remi | 20,000 | 156.2 | 19,900 | 15.38x | 1000 |" in speed
+    assert "| remi | 20,000 | 156.2 | 19,900 | 6.40 | 5.82 | 1.10x | 15.38x | 1000 |" in speed
+    # The sweep: 400k items at vs_beauty times the Beauty rate, lazily updated.
+    large = f"| 400,000 | dmi | lazy | {dmi_rate * vs_beauty:,.0f} |"
+    assert large in speed and f"| {vs_beauty:.2f}x |" in speed
     assert f"DMI / REMI throughput: **{dmi_rate / 20_000:.2f}**." in speed
     assert "Wall time to a converged DMI: no Beauty reproduce result yet." in speed
     # The figure is linked relative to the markdown file's directory.
     assert "![Training throughput](../results/train_speed.png)" in speed
 
-    measured = f"{dmi_rate:,.0f} examples/s"
-    target = f"| dmi training throughput >= 13,000 examples/s (batch 128) | {measured} | {status} |"
-    assert f"{target} `train_speed.json` |" in _section(text, "## Targets")
+    targets = _section(text, "## Targets")
+    step, floor = row[dmi_rate].split(" | ")[4:6]
+    measured = f"{step} ms vs floor {floor} ms: {over_floor:.2f}x"
+    target = f"| dmi training step <= 1.3x its floor (same run) | {measured} | {status} | `train_speed.json` |"
+    assert target in targets
+    large_rate = f"{dmi_rate * vs_beauty:,.0f} examples/s: {vs_beauty:.2f}x"
+    assert f"| dmi throughput at 400,000 items >= 0.5x Beauty's | {large_rate} | {status} |" in targets
     left = _section(text, "## Not run yet at full scale")
     assert "Training throughput" not in left
     assert left.count("\n- ") == len(report.SECTIONS) - 1
@@ -117,7 +148,7 @@ def test_a_figure_that_is_missing_is_left_out(tmp_path):
     assert report.QUICK_WARNING in speed and "train_speed_quick.json` (quick run" in speed
     assert "![" not in speed
     # A quick throughput does not count towards the target, and is listed as only a quick run.
-    assert "dmi training throughput" not in text
+    assert "dmi training step" not in text
     assert "- Training throughput: only a quick run — `python -m bench.train_speed`" in text
 
 
