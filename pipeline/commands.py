@@ -24,12 +24,12 @@ def _fraction(text: str) -> float:
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Model, data and Beam arguments shared by ``run`` and ``compile-kfp``."""
-    from trainer.config import VARIANTS
+    from trainer.config import servable_variants
 
     parser.add_argument(
         "--model",
         default=configs.DEFAULT_MODEL,
-        choices=tuple(name for name in VARIANTS if name != "pop"),
+        choices=servable_variants(),
         help=f"model variant (default {configs.DEFAULT_MODEL})",
     )
     parser.add_argument(
@@ -127,7 +127,7 @@ def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
     Args:
       subparsers: what ``ArgumentParser.add_subparsers`` returned.
     """
-    from trainer.config import VARIANTS
+    from trainer.config import servable_variants
 
     parser = subparsers.add_parser(
         "demo",
@@ -137,8 +137,7 @@ def add_demo_command(subparsers: argparse._SubParsersAction) -> None:
         "top items of a few held-out users over gRPC.",
     )
     parser.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    neural = tuple(name for name in VARIANTS if name != "pop")
-    parser.add_argument("--model", default="dmi", choices=neural, help="variant (default dmi)")
+    parser.add_argument("--model", default="dmi", choices=servable_variants(), help="variant (default dmi)")
     parser.set_defaults(handler=run_demo)
 
 

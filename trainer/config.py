@@ -371,6 +371,11 @@ def has_servable(config: ModelConfig) -> bool:
     return config.user_tower != "popularity"
 
 
+def servable_variants() -> tuple[str, ...]:
+    """The variants of :data:`VARIANTS` that :func:`has_servable` (the pipeline's ``--model`` choices)."""
+    return tuple(name for name in VARIANTS if has_servable(variant_config(name)))
+
+
 def require_servable(config: ModelConfig) -> None:
     """Fails for a config without a servable (see :func:`has_servable`), before anything is trained.
 

@@ -101,3 +101,10 @@ def test_without_diffusion_is_the_remi_of_the_same_config():
     tuned = config.variant_config("dmi", {"gamma": 0.2, "denoiser_input_dropout": 0.5, "num_interests": 8})
     assert config.without_diffusion(tuned) == config.variant_config("remi", {"num_interests": 8})
     assert set(config.DIFFUSION_FIELDS) < {f for f in config.ModelConfig.__dataclass_fields__}
+
+
+def test_every_variant_but_pop_has_a_servable():
+    assert config.servable_variants() == tuple(name for name in config.VARIANTS if name != "pop")
+    assert not config.has_servable(config.variant_config("pop"))
+    with pytest.raises(ValueError, match="pop"):
+        config.require_servable(config.variant_config("pop"))
