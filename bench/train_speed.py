@@ -25,6 +25,7 @@ of its DMI runs to a converged (early-stopped) model is reported as well; nothin
     python -m bench.train_speed            # 1,000 measured steps per model
     python -m bench.train_speed --quick    # 300 measured steps per model
     python -m bench.train_speed --models dmi,remi --catalogues 100000,400000   # + the catalogue sweep
+    python -m bench.train_speed --intra-op-threads 2 --inter-op-threads 2      # -> train_speed_threads2x2.json
 """
 
 from __future__ import annotations
@@ -353,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     periods = args.periods or (3 if args.quick else 4)
     overrides = parse_overrides(args.set)
     stem = "train_speed" if args.data == "beauty" else f"train_speed_{args.data}"
+    if (args.intra_op_threads, args.inter_op_threads) != (1, 1):  # the default; others compare with it
+        stem += f"_threads{args.intra_op_threads}x{args.inter_op_threads}"
     path = common.result_path(args.out, stem, args.quick)
     dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
     result: dict[str, Any] = {
