@@ -18,7 +18,7 @@ from pipeline import configs, local_runner
 from serving.client import RetrievalClient
 from serving.config import ServedModel, ServerOptions
 from serving.server import ModelServer
-from trainer import constants, export, interactions, push, synthetic
+from trainer import data_schema, export, interactions, push, synthetic
 from trainer.sequences import cut_users, user_sequence
 
 # Small enough to train in about a minute on 2 cores, long enough to separate the models clearly.
@@ -54,7 +54,7 @@ def run_demo(out_dir: str, model: str = "dmi", top_n: int = 10) -> None:
     # ids all the way (the servable takes and returns ids; it keeps the last L of a history itself).
     by_user = interactions.group_by_user(interactions.read_interactions(log))
     sequences = {user: user_sequence(events) for user, events in by_user.items()}
-    users = cut_users(sequences, constants.TEST)[:DEMO_USERS]
+    users = cut_users(sequences, data_schema.TEST)[:DEMO_USERS]
     options = ServerOptions(
         models=tuple(ServedModel(name, os.path.join(serving_base, name)) for name in export.SERVABLES), port=0
     )

@@ -32,7 +32,7 @@ from tfx import v1 as tfx
 from pipeline import configs
 from pipeline.components import RetrievalEvaluator, ServablePusher, ValidationGate
 from pipeline.sequence_example_gen import SequenceExampleGen
-from trainer import constants, tfx_module
+from trainer import data_schema, tfx_module
 
 # Node ids the run summary (run_summary.py) looks up.
 BASELINE_RESOLVER_ID = "latest_blessed_model_resolver"
@@ -84,8 +84,8 @@ def create_pipeline(
         run_fn=configs.RUN_FN,
         examples=example_gen.outputs["examples"],
         schema=validation_gate.outputs["validated_schema"],
-        train_args=tfx.proto.TrainArgs(splits=[constants.TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[constants.EVAL, constants.TEST]),
+        train_args=tfx.proto.TrainArgs(splits=[data_schema.TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[data_schema.EVAL, data_schema.TEST]),
         # Serialized as JSON with sorted keys (tuples become lists): the Trainer's cache key does not depend
         # on the overrides' order; tfx_module.model_config turns the lists back into tuples.
         custom_config={tfx_module.MODEL_KEY: settings.model, tfx_module.OVERRIDES_KEY: dict(settings.overrides)},

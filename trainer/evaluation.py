@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import tensorflow as tf
 
-from trainer import constants, export
+from trainer import data_schema, export
 from trainer.metrics import MetricsAccumulator
 from trainer.model import DMIModel, PopularityModel
 from trainer.sequences import EncodedSequences, EvaluationSet, Vocabulary, evaluation_set
@@ -110,7 +110,7 @@ class SavedModelRecommender:
         self._item_ids = tf.constant(("",) + vocabulary.item_ids)
         self._indices = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(self._item_ids[1:], tf.range(1, len(vocabulary) + 1)),
-            default_value=constants.PADDING_INDEX,
+            default_value=data_schema.PADDING_INDEX,
         )
 
     def recommend(self, history: tf.Tensor, n: int) -> tuple[tf.Tensor, tf.Tensor]:

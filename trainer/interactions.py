@@ -22,12 +22,12 @@ import os
 import statistics
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from trainer import constants
+from trainer import data_schema
 from trainer import filesystem as fs
 from trainer.filesystem import atomic_writer  # interactions.atomic_writer: what trainer/cli.py uses
 
 FORMATS = ("log", "sequences", "comirec", "amazon-json")
-_HEADER = ",".join(constants.LOG_COLUMNS)
+_HEADER = ",".join(data_schema.LOG_COLUMNS)
 _MAX_EXAMPLES = 5
 
 
@@ -101,9 +101,9 @@ def _parse_log_line(line: str, line_number: int) -> list[Interaction]:
         raise ValueError(f"expected 3 fields, got {len(fields)}")
     return [
         Interaction(
-            _require_id(fields[0], constants.USER_ID),
-            _require_id(fields[1], constants.ITEM_ID),
-            _parse_int(fields[2], constants.TIMESTAMP),
+            _require_id(fields[0], data_schema.USER_ID),
+            _require_id(fields[1], data_schema.ITEM_ID),
+            _parse_int(fields[2], data_schema.TIMESTAMP),
         )
     ]
 
@@ -125,9 +125,9 @@ def _parse_comirec_line(line: str, line_number: int) -> list[Interaction]:
     order = fields[3] if len(fields) == 4 else fields[2]
     return [
         Interaction(
-            _require_id(fields[0], constants.USER_ID),
-            _require_id(fields[1], constants.ITEM_ID),
-            _parse_int(order, constants.TIMESTAMP),
+            _require_id(fields[0], data_schema.USER_ID),
+            _require_id(fields[1], data_schema.ITEM_ID),
+            _parse_int(order, data_schema.TIMESTAMP),
         )
     ]
 
@@ -254,7 +254,7 @@ def write_log(path: str, interactions: Iterable[Interaction]) -> int:
     count = 0
     with atomic_writer(path) as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(constants.LOG_COLUMNS)
+        writer.writerow(data_schema.LOG_COLUMNS)
         for event in interactions:
             writer.writerow((event.user_id, event.item_id, event.timestamp))
             count += 1

@@ -22,11 +22,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from trainer import constants
+from trainer import data_schema
 from trainer import filesystem as fs
 from trainer.interactions import Interaction, group_by_user
 
-_BUCKETS = sum(constants.SPLIT_RATIOS.values())
+_BUCKETS = sum(data_schema.SPLIT_RATIOS.values())
 
 
 def user_split(user_id: str, seed: int = 0) -> str:
@@ -36,7 +36,7 @@ def user_split(user_id: str, seed: int = 0) -> str:
     ``hash``, so the Beam pipeline and the command line put every user in the same split.
     """
     bucket = int.from_bytes(hashlib.md5(f"{seed}:{user_id}".encode()).digest()[:8], "little") % _BUCKETS
-    for split, ratio in constants.SPLIT_RATIOS.items():
+    for split, ratio in data_schema.SPLIT_RATIOS.items():
         if bucket < ratio:
             return split
         bucket -= ratio
@@ -79,7 +79,7 @@ class Vocabulary:
 
     def lookup(self, item_ids: Iterable[str]) -> np.ndarray:
         """Indices of ``item_ids``; unknown ids map to 0 (padding, ignored by the model)."""
-        return np.array([self._index.get(item, constants.PADDING_INDEX) for item in item_ids], dtype=np.int32)
+        return np.array([self._index.get(item, data_schema.PADDING_INDEX) for item in item_ids], dtype=np.int32)
 
     def save(self, path: str) -> None:
         """Writes ``item_id<TAB>count`` lines, most frequent first (atomically)."""
@@ -155,7 +155,7 @@ class SequenceData:
         """
         vocabulary = vocabulary or Vocabulary.from_sequences(sequences.values())
         by_split: dict[str, tuple[list[str], list[np.ndarray]]] = {
-            split: ([], []) for split in constants.SPLIT_RATIOS
+            split: ([], []) for split in data_schema.SPLIT_RATIOS
         }
         for user, items in sequences.items():
             users, encoded = by_split[user_split(user, seed)]
@@ -172,14 +172,14 @@ class SequenceData:
         :meth:`from_sequences` builds it for ``dmirec train``, so the same users give the same indices.
 
         Args:
-          splits: split name (every one of :data:`trainer.constants.SPLIT_RATIOS`) -> user id -> item ids in
+          splits: split name (every one of :data:`trainer.data_schema.SPLIT_RATIOS`) -> user id -> item ids in
             time order. Users are kept in the given order.
 
         Raises:
           ValueError: a split is missing or unknown.
         """
-        if set(splits) != set(constants.SPLIT_RATIOS):
-            raise ValueError(f"expected the splits {sorted(constants.SPLIT_RATIOS)}, got {sorted(splits)}")
+        if set(splits) != set(data_schema.SPLIT_RATIOS):
+            raise ValueError(f"expected the splits {sorted(data_schema.SPLIT_RATIOS)}, got {sorted(splits)}")
         vocabulary = Vocabulary.from_sequences(items for users in splits.values() for items in users.values())
         encoded = {
             split: EncodedSequences.from_index_lists(list(users), [vocabulary.lookup(i) for i in users.values()])
@@ -201,15 +201,15 @@ class SequenceData:
 
     @property
     def train(self) -> EncodedSequences:
-        return self.splits[constants.TRAIN]
+        return self.splits[data_schema.TRAIN]
 
     @property
     def eval(self) -> EncodedSequences:
-        return self.splits[constants.EVAL]
+        return self.splits[data_schema.EVAL]
 
     @property
     def test(self) -> EncodedSequences:
-        return self.splits[constants.TEST]
+        return self.splits[data_schema.TEST]
 
 
 def pad_histories(histories: Sequence[np.ndarray], max_length: int) -> np.ndarray:

@@ -5,7 +5,7 @@ import collections
 import numpy as np
 import pytest
 
-from trainer import constants, sequences
+from trainer import data_schema, sequences
 from trainer.interactions import Interaction
 
 
@@ -78,7 +78,7 @@ def test_cut_users_cuts_raw_ids_as_evaluation_set_cuts_indices():
     logs = {f"u{i}": [f"i{(3 * i + j) % 17}" for j in range(1 + i % 9)] for i in range(80)}
     data = sequences.SequenceData.from_sequences(logs, seed=3)
     encoded = sequences.evaluation_set(data.test, max_length=20)
-    raw = sequences.cut_users(logs, constants.TEST, seed=3)
+    raw = sequences.cut_users(logs, data_schema.TEST, seed=3)
     assert [user for user, _, _ in raw] == sorted(encoded.user_ids)
     names = ("",) + data.vocabulary.item_ids
     by_user = {user: row for row, user in enumerate(encoded.user_ids)}

@@ -32,7 +32,7 @@ from tfx.utils import io_utils
 from tfx_bsl.public import tfxio
 
 from trainer import config as config_lib
-from trainer import constants, export, train
+from trainer import data_schema, export, train
 from trainer.model import DMIModel
 from trainer.sequences import SequenceData
 
@@ -72,10 +72,10 @@ def read_user_sequences(
     )
     users: dict[str, list[str]] = {}
     for batch in dataset:
-        items = batch[constants.ITEM_IDS]
+        items = batch[data_schema.ITEM_IDS]
         if isinstance(items, tf.SparseTensor):
             items = tf.RaggedTensor.from_sparse(items)
-        for user, row in zip(np.reshape(batch[constants.USER_ID].numpy(), [-1]), items.numpy()):
+        for user, row in zip(np.reshape(batch[data_schema.USER_ID].numpy(), [-1]), items.numpy()):
             users[user.decode("utf-8")] = [item.decode("utf-8") for item in row]
     return dict(sorted(users.items()))
 
@@ -145,9 +145,9 @@ def run_fn(fn_args: FnArgs) -> None:
         raise ValueError("run_fn needs the examples' schema (the Trainer's schema input)")
     schema = read_schema(fn_args.schema_path)
     patterns = {
-        constants.TRAIN: fn_args.train_files[0],
-        constants.EVAL: fn_args.eval_files[0],
-        constants.TEST: fn_args.eval_files[1],
+        data_schema.TRAIN: fn_args.train_files[0],
+        data_schema.EVAL: fn_args.eval_files[0],
+        data_schema.TEST: fn_args.eval_files[1],
     }
     data = SequenceData.from_split_sequences({
         split: read_user_sequences(fn_args.data_accessor.tf_dataset_factory, pattern, schema)

@@ -6,17 +6,17 @@ import trainer  # noqa: F401  (selects Keras 2 before anything imports TensorFlo
 import pytest
 import tensorflow as tf
 
-from trainer import constants, tfx_module
+from trainer import data_schema, tfx_module
 from trainer.sequences import SequenceData
 
 
 def test_read_user_sequences_sorts_users_and_keeps_raw_ids_in_order():
     batches = [
         {
-            constants.USER_ID: tf.constant([[b"u2"], [b"u10"]]),
-            constants.ITEM_IDS: tf.ragged.constant([[b"c", b"a b"], [b"\xc3\xa9"]]).to_sparse(),
+            data_schema.USER_ID: tf.constant([[b"u2"], [b"u10"]]),
+            data_schema.ITEM_IDS: tf.ragged.constant([[b"c", b"a b"], [b"\xc3\xa9"]]).to_sparse(),
         },
-        {constants.USER_ID: tf.constant([[b"u1"]]), constants.ITEM_IDS: tf.ragged.constant([[b"d", b"d", b"c"]])},
+        {data_schema.USER_ID: tf.constant([[b"u1"]]), data_schema.ITEM_IDS: tf.ragged.constant([[b"d", b"d", b"c"]])},
     ]
 
     def dataset_factory(file_patterns, options, schema):
@@ -36,11 +36,11 @@ def test_the_pipeline_and_the_command_line_index_items_alike():
     by_split = {split: {u: sequences[u] for u in encoded.user_ids} for split, encoded in from_log.splits.items()}
     from_examples = SequenceData.from_split_sequences(by_split)
     assert from_examples.vocabulary == from_log.vocabulary
-    for split in constants.SPLIT_RATIOS:
+    for split in data_schema.SPLIT_RATIOS:
         assert from_examples.splits[split].user_ids == from_log.splits[split].user_ids
         assert from_examples.splits[split].items.tolist() == from_log.splits[split].items.tolist()
     with pytest.raises(ValueError, match="expected the splits"):
-        SequenceData.from_split_sequences({constants.TRAIN: {}})
+        SequenceData.from_split_sequences({data_schema.TRAIN: {}})
 
 
 def test_model_config_reads_variant_and_overrides():

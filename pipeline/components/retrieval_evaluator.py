@@ -37,7 +37,7 @@ from tfx.utils import io_utils, path_utils
 
 from pipeline import configs
 from pipeline.components import blessing
-from trainer import constants, export, tfx_module
+from trainer import data_schema, export, tfx_module
 from trainer.evaluation import evaluate_saved_model
 from trainer.train import VALIDATION_METRIC
 
@@ -113,14 +113,14 @@ class Executor(evaluator_executor.Executor):
         servable_dir = _servable_dir(model)
         if servable_dir is None:
             raise FileNotFoundError(f"the model artifact at {model.uri} has no {EVALUATED_SERVABLE} servable")
-        if constants.TEST not in artifact_utils.decode_split_names(examples.split_names):
-            raise ValueError(f"the examples at {examples.uri} have no {constants.TEST!r} split")
+        if data_schema.TEST not in artifact_utils.decode_split_names(examples.split_names):
+            raise ValueError(f"the examples at {examples.uri} have no {data_schema.TEST!r} split")
         schema = tfx_module.read_schema(
             io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict[SCHEMA_KEY]))
         )
         test_users = tfx_module.read_user_sequences(
             tfxio_utils.get_tf_dataset_factory_from_artifact([examples], _TELEMETRY),
-            io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], constants.TEST)),
+            io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], data_schema.TEST)),
             schema,
         )
         metrics, users = evaluate_saved_model(servable_dir, test_users)
@@ -137,7 +137,7 @@ class Executor(evaluator_executor.Executor):
                      EVALUATED_SERVABLE, users, metrics, decision.blessed, decision.reason)
 
         report = {
-            "split": constants.TEST,
+            "split": data_schema.TEST,
             "users": users,
             "servable": EVALUATED_SERVABLE,
             "metrics": metrics,

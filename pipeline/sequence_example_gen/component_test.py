@@ -11,7 +11,7 @@ from tfx import v1 as tfx
 
 from pipeline.sequence_example_gen import QuarantinedRows, SequenceExampleGen, spec
 from pipeline.sequence_example_gen.schema_test import SCHEMA_PATH
-from trainer import constants
+from trainer import data_schema
 
 
 def test_component_declares_its_parameters_and_outputs():
@@ -72,4 +72,4 @@ def test_tfx_statistics_and_validation_read_the_output(tmp_path):
     for path in root.glob("ExampleValidator/anomalies/*/Split-*/SchemaDiff.pb"):
         anomalies = anomalies_pb2.Anomalies.FromString(path.read_bytes())
         anomalous_splits[path.parent.name] = sorted(anomalies.anomaly_info)
-    assert anomalous_splits == {"Split-train": [constants.TIMESTAMPS], "Split-eval": [], "Split-test": []}
+    assert anomalous_splits == {"Split-train": [data_schema.TIMESTAMPS], "Split-eval": [], "Split-test": []}

@@ -11,7 +11,7 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipeline.sequence_example_gen import transforms
-from trainer import constants
+from trainer import data_schema
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "user_sequences.pbtxt"
 
@@ -34,12 +34,12 @@ def anomalies_of(sequences: list[transforms.UserSequence], directory: Path) -> d
 def test_schema_parses_and_names_the_example_features():
     schema = load_schema()
     features = {feature.name: feature for feature in schema.feature}
-    assert set(features) == {constants.USER_ID, constants.ITEM_IDS, constants.TIMESTAMPS}
-    assert features[constants.USER_ID].type == schema_pb2.BYTES
-    assert [dim.size for dim in features[constants.USER_ID].shape.dim] == [1]
-    assert features[constants.ITEM_IDS].value_count.min == 1
-    assert features[constants.TIMESTAMPS].type == schema_pb2.INT
-    assert features[constants.TIMESTAMPS].int_domain.min == 0
+    assert set(features) == {data_schema.USER_ID, data_schema.ITEM_IDS, data_schema.TIMESTAMPS}
+    assert features[data_schema.USER_ID].type == schema_pb2.BYTES
+    assert [dim.size for dim in features[data_schema.USER_ID].shape.dim] == [1]
+    assert features[data_schema.ITEM_IDS].value_count.min == 1
+    assert features[data_schema.TIMESTAMPS].type == schema_pb2.INT
+    assert features[data_schema.TIMESTAMPS].int_domain.min == 0
 
 
 def test_negative_timestamps_are_an_anomaly(tmp_path):
@@ -50,5 +50,5 @@ def test_negative_timestamps_are_an_anomaly(tmp_path):
 
     assert anomalies_of([valid], tmp_path / "valid") == {}
     assert anomalies_of([valid, invalid], tmp_path / "invalid") == {
-        constants.TIMESTAMPS: "Unexpectedly small value: -5."
+        data_schema.TIMESTAMPS: "Unexpectedly small value: -5."
     }

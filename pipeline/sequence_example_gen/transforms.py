@@ -40,11 +40,11 @@ from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
 from pipeline import configs
-from trainer import constants, interactions, sequences
+from trainer import data_schema, interactions, sequences
 from trainer.interactions import Interaction
 
-SPLITS = tuple(constants.SPLIT_RATIOS)
-LOG_HEADER = ",".join(constants.LOG_COLUMNS)
+SPLITS = tuple(data_schema.SPLIT_RATIOS)
+LOG_HEADER = ",".join(data_schema.LOG_COLUMNS)
 LOG_FORMAT = "log"
 METRICS_NAMESPACE = "sequence_example_gen"
 QUARANTINE = "quarantine"
@@ -327,13 +327,13 @@ def to_example(sequence: UserSequence) -> tf.train.Example:
     return tf.train.Example(
         features=tf.train.Features(
             feature={
-                constants.USER_ID: tf.train.Feature(
+                data_schema.USER_ID: tf.train.Feature(
                     bytes_list=tf.train.BytesList(value=[sequence.user_id.encode("utf-8")])
                 ),
-                constants.ITEM_IDS: tf.train.Feature(
+                data_schema.ITEM_IDS: tf.train.Feature(
                     bytes_list=tf.train.BytesList(value=[item.encode("utf-8") for item in sequence.item_ids])
                 ),
-                constants.TIMESTAMPS: tf.train.Feature(
+                data_schema.TIMESTAMPS: tf.train.Feature(
                     int64_list=tf.train.Int64List(value=list(sequence.timestamps))
                 ),
             }

@@ -17,7 +17,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.sequence_example_gen import transforms
-from trainer import constants, interactions, sequences
+from trainer import data_schema, interactions, sequences
 from trainer.interactions import Interaction
 
 HEADER = "user_id,item_id,timestamp"
@@ -38,9 +38,9 @@ def write_log(path: Path, rows: Iterable[str], line_break: str = "\n") -> Path:
 def as_tuple(example: tf.train.Example) -> SequenceTuple:
     feature = example.features.feature
     return (
-        feature[constants.USER_ID].bytes_list.value[0].decode(),
-        tuple(item.decode() for item in feature[constants.ITEM_IDS].bytes_list.value),
-        tuple(feature[constants.TIMESTAMPS].int64_list.value),
+        feature[data_schema.USER_ID].bytes_list.value[0].decode(),
+        tuple(item.decode() for item in feature[data_schema.ITEM_IDS].bytes_list.value),
+        tuple(feature[data_schema.TIMESTAMPS].int64_list.value),
     )
 
 
@@ -215,9 +215,9 @@ def test_splits_and_sequences_equal_the_command_line_path(tmp_path):
     num_users = sum(len(split) for split in expected.values())
     assert 1500 < num_users < 2000  # the k-core removed users with 1 or 2 events
 
-    for split, ratio in constants.SPLIT_RATIOS.items():
+    for split, ratio in data_schema.SPLIT_RATIOS.items():
         share = len(expected[split]) / num_users
-        assert abs(share - ratio / sum(constants.SPLIT_RATIOS.values())) < 0.03, (split, share)
+        assert abs(share - ratio / sum(data_schema.SPLIT_RATIOS.values())) < 0.03, (split, share)
     assert not set.intersection(*({user for user, _ in users} for users in expected.values()))
 
     def without_timestamps(sequence: SequenceTuple) -> tuple[str, tuple[str, ...]]:

@@ -1,4 +1,4 @@
-"""Names shared by every stage: log columns, example feature keys and split names.
+"""The data's names, shared by every stage: log columns, example feature keys, split names, the padding id.
 
 One place for constants (as the TFX taxi template's ``features.py``): the data tooling, the trainer, the
 pipeline and the exported model all read their column and feature names from here.
