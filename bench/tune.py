@@ -115,6 +115,10 @@ DEFAULT_TRIALS: tuple[str, ...] = (
         ("ts_lambda1", "diffusion_weight=1"),
         ("ts_eta0.6", "eta=0.6"),
         ("ts_eta0.2", "eta=0.2"),
+        ("ts_rlr3e-4", "refiner_learning_rate=0.0003"),
+        ("ts_rlr1e-4", "refiner_learning_rate=0.0001"),
+        ("ts_relnoise", "diffusion_noise=relative"),
+        ("ts_amin1e-5", "alpha_min=0.00001"),
     )
 )
 # Early stopping of the search: 3 evaluations without improvement (the reproduction uses the protocol's
