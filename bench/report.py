@@ -278,7 +278,19 @@ def section_serving(result: Mapping[str, Any]) -> list[str]:
             "agreement with exact search may.",
             "",
         ]
+    floors = [settings[key] for key in ("serving_floor", "scoring_floor") if settings.get(key)]
+    if floors:
+        lines += [
+            "Floors, measured in the same run so that each figure also reads as a ratio the machine's load "
+            "moves less than the time itself (`p50 / floor`): " + " ".join(f[0].upper() + f[1:] for f in floors),
+            "",
+        ]
     lines += [common.markdown_table(*serving_latency.latency_rows(result)), ""]
+    floor_lines = [
+        line for label, c in result["catalogues"].items() for line in serving_latency.floor_lines(label, c)
+    ]
+    if floor_lines:
+        lines += [f"- {line}." for line in floor_lines] + [""]
     tower = [
         f"{label}: p50 {c['in_process_user_interests']['batch_1']['p50_ms']:.2f} ms, "
         f"p99 {c['in_process_user_interests']['batch_1']['p99_ms']:.2f} ms"
@@ -401,8 +413,12 @@ def targets_section(results: Mapping[str, tuple[dict[str, Any] | None, str | Non
     serving, name = results["serving_latency"]
     if serving and serving.get("targets"):
         for target in serving["targets"]:
+            value = target["value"]
+            if target.get("over_floor"):
+                floor = f"{target.get('floor_stat', '')} {target['floor_ms']} ms".strip()
+                value = f"{value} ({target['over_floor']:.2f}x the serving floor's {floor})"
             rows.append(
-                [target["target"], target["value"], "**reached**" if target["reached"] else "missed",
+                [target["target"], value, "**reached**" if target["reached"] else "missed",
                  f"`{name}`" + (" (quick)" if serving.get("quick") else "")]
             )  # fmt: skip
         if not any(c.get("kind") == "grown" for c in serving["catalogues"].values()):

@@ -8,9 +8,23 @@ project's TF Serving-compatible server, in a child process on 127.0.0.1) and mea
 - latency at batch 1 and batch 32 (p50 / p95 / p99), sequential requests for ``--duration`` seconds;
 - throughput with N concurrent clients (one channel and thread each) for ``--duration`` seconds;
 - the same signature called in-process on the loaded SavedModel (inputs already tensors): the model's own
-  cost, so that gRPC minus in-process is the server's overhead (protos, Python handler, transport);
+  cost, so that gRPC minus in-process is the server's overhead (protos, Python handler, transport). The
+  in-process figures are measured before the gRPC ones, not interleaved with them, so on a shared machine
+  that difference also holds any change of load in between; :mod:`bench.serving_profile` splits one
+  request's time request by request (docs/performance.md, "Serving");
 - ScaNN Recall@50 against exact retrieval: the mean share of the exact top 50 that ``dmi`` returns, for
   the same test-user histories through both.
+
+Two floors are measured in the same run, so that every speed figure also reads as a ratio that the load
+of a shared machine moves much less than the absolute time:
+
+- serving floor (:func:`serve_floor`): a trivial server of the same ``PredictionService`` API in a child
+  process on loopback, answering each Predict with one pre-built response of a real answer's size, called
+  with the same requests by the same client code, interleaved with the servables figure by figure. Every
+  gRPC figure carries ``p50_over_floor``; gRPC − in-process − floor is the server's own overhead;
+- scoring floor (:func:`scoring_floor_latency`): exact retrieval's arithmetic in numpy/BLAS on the same
+  users' interest vectors over the servable's item embeddings; in-process ``dmi_exact`` over it is
+  ``dmi_exact_over_scoring_floor_p50``.
 
 Catalogues:
 
@@ -33,6 +47,7 @@ is exported and served.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import gc
@@ -98,13 +113,13 @@ def model_and_test_histories(args: Any) -> tuple[Any, Any, Any, Any, dict[str, A
     """``(dataset, config, vocabulary, model, info, histories)``: :func:`trained_model` and the raw ids of
     the test users' histories as the protocol cuts them, their last L items (the requests of a serving
     benchmark; items a loaded model does not know stay in, as in real traffic)."""
-    from trainer import constants, sequences
+    from trainer import data_schema, sequences
 
     dataset = None if args.model_dir else common.load_dataset(args.data, args.beauty_path, args.split_seed)
     config, vocabulary, model, model_info = trained_model(args, dataset)
     if dataset is None:
         dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
-    users = sequences.cut_users(dataset.sequences, constants.TEST, args.split_seed)
+    users = sequences.cut_users(dataset.sequences, data_schema.TEST, args.split_seed)
     histories = [history[-config.max_length :] for _, history, _ in users]
     return dataset, config, vocabulary, model, model_info, histories
 
@@ -316,9 +331,8 @@ class ServerProcess:
         self._process: subprocess.Popen | None = None
         self._log: Any = None
 
-    def __enter__(self) -> "ServerProcess":
-        from serving.client import RetrievalClient, ServingError
-
+    def command(self, port: int) -> list[str]:
+        """The child's command line (after writing the files it reads)."""
         config_path = os.path.join(os.path.dirname(self.log_path), "models.config")
         with open(config_path, "w", encoding="utf-8") as f:
             f.write("model_config_list {\n")
@@ -326,15 +340,28 @@ class ServerProcess:
                 base = os.path.dirname(os.path.abspath(path))
                 f.write(f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}\n')
             f.write("}\n")
-        port = free_port()
-        self.address = f"127.0.0.1:{port}"
-        self._log = open(self.log_path, "w", encoding="utf-8")
-        command = [
+        return [
             sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--model_config_file", config_path, "--file_system_poll_wait_seconds", str(self.poll_s),
             "--tensorflow_intra_op_parallelism", str(self.threads[0]),
             "--tensorflow_inter_op_parallelism", str(self.threads[1]),
         ]  # fmt: skip
+
+    def serving(self, name: str) -> bool:
+        """Whether the child answers for ``name`` yet."""
+        from serving.client import RetrievalClient, ServingError
+
+        try:
+            with RetrievalClient(self.address, name, timeout_s=2.0) as client:
+                return any(status.state == "AVAILABLE" for status in client.status())
+        except ServingError:
+            return False
+
+    def __enter__(self) -> "ServerProcess":
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        command = self.command(port)
+        self._log = open(self.log_path, "w", encoding="utf-8")
         started = time.perf_counter()
         self._process = subprocess.Popen(
             command, cwd=common.REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -348,13 +375,7 @@ class ServerProcess:
             if time.perf_counter() > deadline:
                 self.__exit__()
                 raise TimeoutError(f"the server did not serve {sorted(pending)} in time; see {self.log_path}")
-            for name in sorted(pending):
-                try:
-                    with RetrievalClient(self.address, name, timeout_s=2.0) as client:
-                        if any(status.state == "AVAILABLE" for status in client.status()):
-                            pending.discard(name)
-                except ServingError:
-                    pass
+            pending = {name for name in pending if not self.serving(name)}
             if pending:
                 time.sleep(1.0)
         self.startup_seconds = time.perf_counter() - started
@@ -384,6 +405,169 @@ class ServerProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+# ----- floors -------------------------------------------------------------------------------------------
+
+FLOOR_NAME = "floor"
+FLOOR_RESPONSE_FILE = "floor_response_{rows}.pb"
+SERVING_FLOOR_NOTE = (
+    "serving floor: a trivial server of the same gRPC API (PredictionService, grpcio's generated servicer, "
+    "the real server's thread pool and message limits) in a child process on 127.0.0.1, answering every "
+    "Predict with one pre-built PredictResponse the size of a real answer (the exact top-50 ids of a "
+    "test user, 50 float32 scores; 32 rows for batch-32 requests); called with the same requests by the "
+    "same client code. `/ floor` = p50 over its p50 (the same batch or clients), measured interleaved."
+)
+SCORING_FLOOR_NOTE = (
+    "scoring floor: numpy {blas} for a user's K interest vectors Z (K x d, from the servable's "
+    "user_interests) over the N item embeddings E (N x d): scores = Z @ E.T, max over K, np.argpartition "
+    "of the top 50 and a sort of those 50; timed as the in-process servable (the same users, batch 1)."
+)
+
+
+def floor_responses(item_ids: np.ndarray, rows: Sequence[int], seed: int = 0) -> dict[int, bytes]:
+    """Serialized ``PredictResponse`` messages of ``rows`` rows, as the real server builds one.
+
+    Args:
+      item_ids: ``[>= max(rows), top_n]`` bytes, real top-N ids (the rows are repeated if too few).
+      rows: the batch sizes to answer.
+      seed: of the (meaningless) scores.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving import contract
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for count in rows:
+        ids = np.resize(np.asarray(item_ids, dtype=object), (count, item_ids.shape[1]))
+        scores = np.sort(rng.standard_normal(ids.shape).astype(np.float32), axis=1)[:, ::-1]
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = FLOOR_NAME
+        response.model_spec.version.value = 1
+        response.model_spec.signature_name = contract.RETRIEVAL_SIGNATURE
+        response.outputs[contract.ITEM_IDS_OUTPUT].CopyFrom(tf.make_tensor_proto(ids))
+        response.outputs[contract.SCORES_OUTPUT].CopyFrom(tf.make_tensor_proto(np.ascontiguousarray(scores)))
+        out[count] = response.SerializeToString()
+    return out
+
+
+class FloorServerProcess(ServerProcess):
+    """The serving floor (:func:`serve_floor`) in a child process on 127.0.0.1, started as the real server."""
+
+    def __init__(self, responses: Mapping[int, bytes], log_path: str, startup_timeout_s: float = 300.0):
+        super().__init__({FLOOR_NAME: ""}, log_path, startup_timeout_s=startup_timeout_s)
+        self.responses = dict(responses)
+
+    def command(self, port: int) -> list[str]:
+        directory = os.path.join(os.path.dirname(self.log_path), "floor")
+        os.makedirs(directory, exist_ok=True)
+        for rows, data in self.responses.items():
+            with open(os.path.join(directory, FLOOR_RESPONSE_FILE.format(rows=rows)), "wb") as f:
+                f.write(data)
+        return [sys.executable, "-m", MODULE, "--floor-server", directory, "--floor-port", str(port)]
+
+    def serving(self, name: str) -> bool:
+        import grpc
+
+        from serving.client import predict_request
+
+        channel, stub = _stub(self.address)
+        try:
+            stub.Predict(predict_request(FLOOR_NAME, [["x"]]), timeout=2.0)
+            return True
+        except grpc.RpcError:
+            return False
+        finally:
+            channel.close()
+
+
+def serve_floor(directory: str, port: int) -> int:
+    """The serving floor's process: PredictionService answering each Predict with a pre-built response
+    (the one of the request's row count, else the first), until SIGINT or SIGTERM.
+
+    The same gRPC server set-up as :class:`serving.server.ModelServer` (thread pool size, message
+    limits), none of its work: no model, no validation, no tensors.
+    """
+    import concurrent.futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving import contract
+    from serving.config import DEFAULT_MAX_MESSAGE_BYTES, ServerOptions
+
+    responses = {}
+    for name in sorted(os.listdir(directory)):
+        rows = int(name.split("_")[-1].split(".")[0])
+        with open(os.path.join(directory, name), "rb") as f:
+            responses[rows] = predict_pb2.PredictResponse.FromString(f.read())
+    first = responses[min(responses)]
+    workers = {f.name: f.default for f in dataclasses.fields(ServerOptions)}["max_workers"]  # the server's
+
+    class Floor(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request: Any, context: Any) -> Any:
+            dims = request.inputs[contract.HISTORY_INPUT].tensor_shape.dim
+            return responses.get(dims[0].size if dims else 0, first)
+
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Floor(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"serving floor on 127.0.0.1:{port}, responses for rows {sorted(responses)}", flush=True)
+    stop.wait()
+    server.stop(5).wait()
+    return 0
+
+
+def scoring_floor_latency(
+    interests: Sequence[np.ndarray], item_embeddings: np.ndarray, duration: float, threads: int, top_n: int = TOP_N
+) -> dict[str, Any]:
+    """Batch-1 latency of exact retrieval in numpy/BLAS: the cost of the arithmetic alone.
+
+    Args:
+      interests: one ``[K, d]`` float32 array per request (a user's interest vectors).
+      item_embeddings: ``[N, d]`` float32, the retrievable items (no padding row).
+      duration: seconds of timed calls (as :func:`in_process_latency`).
+      threads: BLAS threads (0: the library's default), as the servable's intra-op threads.
+    """
+    embeddings_t = np.ascontiguousarray(item_embeddings, dtype=np.float32).T
+
+    def top(z: np.ndarray) -> np.ndarray:
+        scores = (z @ embeddings_t).max(axis=0)
+        best = np.argpartition(-scores, top_n)[:top_n]
+        return best[np.argsort(-scores[best], kind="stable")]
+
+    with _blas_threads(threads) as used:
+        seconds = _timed_loop(top, list(interests), duration)
+    return {**common.latency_summary(seconds), "blas_threads": used, "items": int(item_embeddings.shape[0])}
+
+
+@contextlib.contextmanager
+def _blas_threads(threads: int) -> Any:
+    """Limits BLAS to ``threads`` (threadpoolctl, when installed); yields the count in use or None."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        yield None
+        return
+    if threads > 0:
+        with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+            yield threads
+    else:
+        info = threadpoolctl.threadpool_info()
+        yield max((i.get("num_threads", 0) for i in info if i.get("user_api") == "blas"), default=None)
 
 
 def predict_requests(name: str, batches: Sequence[Sequence[Sequence[str]]]) -> list[Any]:
@@ -512,9 +696,16 @@ class Inputs:
         )
 
 
-def measure_saved_models(layout: Mapping[str, str], inputs: Inputs, duration: float) -> dict[str, Any]:
+def measure_saved_models(
+    layout: Mapping[str, str],
+    inputs: Inputs,
+    duration: float,
+    item_embeddings: np.ndarray | None = None,
+    blas_threads: int = 0,
+) -> dict[str, Any]:
     """Loads both SavedModels in this process: latency, the user tower's latency, top-50 ids of the
-    recall users (``exact_ids`` / ``scann_ids``, numpy, not for the result file)."""
+    recall users (``exact_ids`` / ``scann_ids``, numpy, not for the result file) and, given the item
+    embeddings, the scoring floor (:func:`scoring_floor_latency`) on the users' interest vectors."""
     from serving import contract
 
     loaded = {name: saved_model_function(path) for name, path in layout.items()}
@@ -536,6 +727,9 @@ def measure_saved_models(layout: Mapping[str, str], inputs: Inputs, duration: fl
         "batch_1": common.latency_summary(seconds),
         "note": "the user tower alone (signature user_interests: id lookup, extractor, DDIM refinement)",
     }
+    if item_embeddings is not None:
+        vectors = [tower(history)[0] for history in inputs.single]
+        out["scoring_floor"] = scoring_floor_latency(vectors, item_embeddings, duration, blas_threads)
     del loaded
     gc.collect()
     return out
@@ -578,26 +772,75 @@ def sweep_scann(
 
 
 def measure_grpc(
-    layout: Mapping[str, str], inputs: Inputs, log_path: str, threads: tuple[int, int], args: Any
+    layout: Mapping[str, str],
+    inputs: Inputs,
+    log_path: str,
+    threads: tuple[int, int],
+    args: Any,
+    floor_ids: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Serves the layout from a child ``dmirec serve`` and measures each servable through gRPC."""
-    out: dict[str, Any] = {"grpc": {}}
-    with ServerProcess(layout, log_path, threads) as server:
+    """Serves the layout from a child ``dmirec serve`` and measures each servable through gRPC.
+
+    Given ``floor_ids`` (``[32, top_n]`` real top-N ids), the serving floor (:class:`FloorServerProcess`)
+    runs beside it and is measured with the same requests (``dmi_exact``'s), interleaved with the
+    servables figure by figure (batch 1, batch 32, then each client count), so that a change of load on
+    the machine moves the floor as it moves the servables; each gRPC figure then carries its
+    ``p50_over_floor``.
+    """
+    out: dict[str, Any] = {"grpc": {name: {"throughput_batch_1": []} for name in SERVABLE_NAMES}}
+    requests = {
+        name: {
+            "batch_1": predict_requests(name, inputs.single_raw),
+            "batch_32": predict_requests(name, inputs.batched_raw),
+        }
+        for name in SERVABLE_NAMES
+    }
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(ServerProcess(layout, log_path, threads))
         out["server_startup_seconds"] = round(server.startup_seconds, 1)
-        for name in SERVABLE_NAMES:
-            common.log(f"  gRPC {name}: latency at batch 1 and 32, throughput with {args.clients} clients")
-            requests_1 = predict_requests(name, inputs.single_raw)
-            requests_32 = predict_requests(name, inputs.batched_raw)
-            out["grpc"][name] = {
-                "batch_1": grpc_latency(server.address, requests_1, args.duration),
-                "batch_32": grpc_latency(server.address, requests_32, args.duration),
-                "throughput_batch_1": [
-                    grpc_throughput(server.address, requests_1, clients, args.duration)
-                    for clients in args.clients
-                ],
-            }
-            common.log(f"   {name}: p50 {out['grpc'][name]['batch_1']['p50_ms']:.2f} ms at batch 1")
+        targets: dict[str, tuple[str, dict[str, list[Any]]]] = {
+            name: (server.address, requests[name]) for name in SERVABLE_NAMES
+        }
+        if floor_ids is not None:
+            rows = sorted({len(inputs.single_raw[0]), *(len(b) for b in inputs.batched_raw[:1])})
+            responses = floor_responses(floor_ids, rows)
+            floor_log = os.path.join(os.path.dirname(log_path), "floor_server.log")
+            floor = stack.enter_context(FloorServerProcess(responses, floor_log))
+            targets = {FLOOR_NAME: (floor.address, requests["dmi_exact"]), **targets}
+            out["serving_floor"] = {"throughput_batch_1": [], "note": SERVING_FLOOR_NOTE}
+        figures = {name: out["serving_floor"] if name == FLOOR_NAME else out["grpc"][name] for name in targets}
+        for batch in ("batch_1", "batch_32"):
+            common.log(f"  gRPC latency at {batch.replace('_', ' ')}: {', '.join(targets)}")
+            for name, (address, named) in targets.items():
+                figures[name][batch] = grpc_latency(address, named[batch], args.duration)
+        for clients in args.clients:
+            common.log(f"  gRPC throughput with {clients} clients: {', '.join(targets)}")
+            for name, (address, named) in targets.items():
+                figures[name]["throughput_batch_1"].append(
+                    grpc_throughput(address, named["batch_1"], clients, args.duration)
+                )
+    if floor_ids is not None:
+        add_floor_ratios(out["grpc"], out["serving_floor"])
+    for name in SERVABLE_NAMES:
+        common.log(f"   {name}: p50 {out['grpc'][name]['batch_1']['p50_ms']:.2f} ms at batch 1")
     return out
+
+
+def add_floor_ratios(grpc: Mapping[str, Any], floor: Mapping[str, Any]) -> None:
+    """Adds ``p50_over_floor`` (p50 / the floor's p50 at the same batch or client count) to each figure."""
+    floor_throughput = {t["clients"]: t["latency"] for t in floor["throughput_batch_1"]}
+    for figures in grpc.values():
+        for batch in ("batch_1", "batch_32"):
+            if batch in figures and batch in floor:
+                figures[batch]["p50_over_floor"] = _ratio(figures[batch]["p50_ms"], floor[batch]["p50_ms"])
+        for t in figures.get("throughput_batch_1", []):
+            if t["clients"] in floor_throughput:
+                floor_p50 = floor_throughput[t["clients"]]["p50_ms"]
+                t["latency"]["p50_over_floor"] = _ratio(t["latency"]["p50_ms"], floor_p50)
+
+
+def _ratio(value: float, floor: float) -> float | None:
+    return round(value / floor, 2) if floor else None
 
 
 def measure_catalogue(
@@ -635,11 +878,14 @@ def measure_catalogue(
     layout, export_info = export_layout(model, vocabulary, directory, max_top_n, None, None)
     result["export"] = {**export_info, "scann_leaves": leaves, "scann_leaves_to_search": searched}
     common.log(f"[{label}] in-process latency, ScaNN recall@{TOP_N} vs exact ({args.recall_users} users)")
-    measured = measure_saved_models(layout, inputs, args.duration)
+    item_embeddings = model.item_table.numpy()[1:]  # the retrievable rows (0 pads)
+    floor_args = (item_embeddings, args.intra_op_threads)
+    measured = measure_saved_models(layout, inputs, args.duration, *floor_args)
     exact_ids = measured["exact_ids"]
     recall = recall_vs_exact(exact_ids, measured["scann_ids"])
     result["in_process"] = measured["in_process"]
     result["in_process_user_interests"] = measured["user_interests"]
+    result["scoring_floor"] = measured["scoring_floor"]
     result["recall_users"] = sum(len(batch) for batch in exact_ids)
     result["scann_recall_at_50_vs_exact"] = recall
     speedup = _speedup(result["in_process"])
@@ -669,18 +915,32 @@ def measure_catalogue(
             parameters = (chosen["scann_leaves"], chosen["scann_leaves_to_search"])
             layout, export_info = export_layout(model, vocabulary, directory, max_top_n, *parameters)
             result["export"] = {**export_info, **result["chosen_scann"]}
-            measured = measure_saved_models(layout, inputs, args.duration)
+            measured = measure_saved_models(layout, inputs, args.duration, *floor_args)
             result["scann_recall_at_50_vs_exact"] = recall_vs_exact(exact_ids, measured["scann_ids"])
             result["in_process"] = measured["in_process"]
+            result["in_process_user_interests"] = measured["user_interests"]
+            result["scoring_floor"] = measured["scoring_floor"]
+    del item_embeddings, floor_args  # 256 MB at 1M items: not kept while the servers run
+    result["scoring_floor"]["note"] = SCORING_FLOOR_NOTE.format(
+        blas=f"({result['scoring_floor']['blas_threads']} BLAS thread(s))"
+    )
+    result["dmi_exact_over_scoring_floor_p50"] = scoring_floor_ratios(result)
 
     common.log(f"[{label}] serving through gRPC")
     threads = (args.intra_op_threads, args.inter_op_threads)
-    result.update(measure_grpc(layout, inputs, os.path.join(directory, "server.log"), threads, args))
+    log_path = os.path.join(directory, "server.log")
+    floor_ids = exact_ids[0] if exact_ids else None
+    result.update(measure_grpc(layout, inputs, log_path, threads, args, floor_ids))
     grpc, in_process = result["grpc"], result["in_process"]
     result["server_overhead_p50_ms"] = {
         name: round(grpc[name]["batch_1"]["p50_ms"] - in_process[name]["batch_1"]["p50_ms"], 3)
         for name in SERVABLE_NAMES
     }
+    if "serving_floor" in result:
+        floor_p50 = result["serving_floor"]["batch_1"]["p50_ms"]
+        result["server_overhead_above_floor_p50_ms"] = {
+            name: round(overhead - floor_p50, 3) for name, overhead in result["server_overhead_p50_ms"].items()
+        }
     result["speedup_p50_batch_1"] = {
         "grpc": grpc["dmi_exact"]["batch_1"]["p50_ms"] / grpc["dmi"]["batch_1"]["p50_ms"],
         "in_process": _speedup(in_process),
@@ -689,6 +949,14 @@ def measure_catalogue(
         shutil.rmtree(os.path.join(directory, "serving"), ignore_errors=True)
         shutil.rmtree(os.path.join(directory, "export"), ignore_errors=True)
     return result
+
+
+def scoring_floor_ratios(catalogue: Mapping[str, Any]) -> dict[str, float | None]:
+    """In-process ``dmi_exact`` p50 over the scoring floor's p50, whole and without the user tower."""
+    floor = catalogue["scoring_floor"]["p50_ms"]
+    exact = catalogue["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
+    tower = catalogue["in_process_user_interests"]["batch_1"]["p50_ms"]
+    return {"in_process": _ratio(exact, floor), "in_process_minus_user_tower": _ratio(exact - tower, floor)}
 
 
 def _speedup(in_process: Mapping[str, Any]) -> float:
@@ -732,20 +1000,18 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     if beauty and beauty.get("kind") == "trained":
         for name in SERVABLE_NAMES:
             latency = beauty["grpc"][name]["batch_1"]
-            out.append(
-                {
-                    "target": f"Beauty {name}: gRPC p50 <= {TARGETS['beauty_p50_ms']:g} ms at batch 1",
-                    "value": latency["p50_ms"],
-                    "reached": latency["p50_ms"] <= TARGETS["beauty_p50_ms"],
+            floor = beauty.get("serving_floor", {}).get("batch_1", {})
+            for stat, wanted in (("p50", TARGETS["beauty_p50_ms"]), ("p99", TARGETS["beauty_p99_ms"])):
+                target = {
+                    "target": f"Beauty {name}: gRPC {stat} <= {wanted:g} ms at batch 1",
+                    "value": latency[f"{stat}_ms"],
+                    "reached": latency[f"{stat}_ms"] <= wanted,
                 }
-            )
-            out.append(
-                {
-                    "target": f"Beauty {name}: gRPC p99 <= {TARGETS['beauty_p99_ms']:g} ms at batch 1",
-                    "value": latency["p99_ms"],
-                    "reached": latency["p99_ms"] <= TARGETS["beauty_p99_ms"],
-                }
-            )
+                if floor:
+                    target["floor_stat"] = stat
+                    target["floor_ms"] = floor[f"{stat}_ms"]
+                    target["over_floor"] = _ratio(latency[f"{stat}_ms"], floor[f"{stat}_ms"])
+                out.append(target)
     for label, catalogue in result["catalogues"].items():
         if catalogue.get("kind") != "grown":
             continue
@@ -771,36 +1037,57 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+SERVING_FLOOR_ROW = "floor: trivial server"
+SCORING_FLOOR_ROW = "floor: numpy scoring"
+
+
 def latency_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["catalogue", "servable", "path", "batch", "p50 ms", "p95 ms", "p99 ms", "requests"]
+    """Latency per catalogue, servable, path and batch, with the floors measured in the same run.
+
+    ``p50 / floor``: gRPC figures over the serving floor's p50 at the same batch; in-process ``dmi_exact``
+    at batch 1 over the scoring floor's. ``-`` where a result has no floor (runs before they existed).
+    """
+    header = ["catalogue", "servable", "path", "batch", "p50 ms", "p50 / floor", "p95 ms", "p99 ms", "requests"]
     rows = []
+
+    def row(label: str, name: str, path: str, batch: str, s: Mapping[str, Any], ratio: Any) -> list[Any]:
+        return [
+            label, name, path, batch.split("_")[1], f"{s['p50_ms']:.2f}",
+            "-" if ratio is None else f"{ratio:.2f}x", f"{s['p95_ms']:.2f}", f"{s['p99_ms']:.2f}", s["count"],
+        ]  # fmt: skip
+
     for label, catalogue in result["catalogues"].items():
+        shown = f"{label} ({catalogue['items']:,})"
         for name in SERVABLE_NAMES:
             for path in ("grpc", "in_process"):
                 for batch in ("batch_1", "batch_32"):
                     s = catalogue[path][name][batch]
-                    rows.append(
-                        [
-                            f"{label} ({catalogue['items']:,})",
-                            name,
-                            path.replace("_", "-"),
-                            batch.split("_")[1],
-                            f"{s['p50_ms']:.2f}",
-                            f"{s['p95_ms']:.2f}",
-                            f"{s['p99_ms']:.2f}",
-                            s["count"],
-                        ]
-                    )
+                    ratio = s.get("p50_over_floor")
+                    if path == "in_process" and name == "dmi_exact" and batch == "batch_1":
+                        ratio = catalogue.get("dmi_exact_over_scoring_floor_p50", {}).get("in_process")
+                    rows.append(row(shown, name, path.replace("_", "-"), batch, s, ratio))
+        floor = catalogue.get("serving_floor")
+        if floor:
+            for batch in ("batch_1", "batch_32"):
+                if batch in floor:
+                    rows.append(row(shown, SERVING_FLOOR_ROW, "grpc", batch, floor[batch], 1.0))
+        if catalogue.get("scoring_floor"):
+            rows.append(row(shown, SCORING_FLOOR_ROW, "in-process", "batch_1", catalogue["scoring_floor"], 1.0))
     return header, rows
 
 
 def throughput_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["catalogue", "servable", "clients", "requests/s", "p50 ms", "p99 ms"]
+    """Throughput at batch 1 per catalogue, servable and client count; ``p50 / floor`` as in
+    :func:`latency_rows` (the serving floor at the same client count)."""
+    header = ["catalogue", "servable", "clients", "requests/s", "p50 ms", "p50 / floor", "p99 ms"]
     rows = []
     for label, catalogue in result["catalogues"].items():
-        for name in SERVABLE_NAMES:
-            for t in catalogue["grpc"][name]["throughput_batch_1"]:
+        floor = catalogue.get("serving_floor")
+        named = [(name, catalogue["grpc"][name]) for name in SERVABLE_NAMES]
+        for name, figures in named + ([(SERVING_FLOOR_ROW, floor)] if floor else []):
+            for t in figures["throughput_batch_1"]:
                 latency = t["latency"]
+                ratio = 1.0 if figures is floor else latency.get("p50_over_floor")
                 rows.append(
                     [
                         label,
@@ -808,10 +1095,37 @@ def throughput_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str
                         t["clients"],
                         f"{t['requests_per_s']:.0f}",
                         f"{latency['p50_ms']:.2f}",
+                        "-" if ratio is None else f"{ratio:.2f}x",
                         f"{latency['p99_ms']:.2f}",
                     ]
                 )
     return header, rows
+
+
+def floor_lines(label: str, catalogue: Mapping[str, Any]) -> list[str]:
+    """What the floors of one catalogue say, one sentence each (none for results without floors)."""
+    lines = []
+    floor = catalogue.get("serving_floor")
+    if floor:
+        ratios = ", ".join(
+            f"{name} {catalogue['grpc'][name]['batch_1']['p50_over_floor']:.2f}x" for name in SERVABLE_NAMES
+        )
+        above = catalogue.get("server_overhead_above_floor_p50_ms", {})
+        one = floor["batch_1"]
+        lines.append(
+            f"{label}: serving floor p50 {one['p50_ms']:.2f} ms / p99 {one['p99_ms']:.2f} ms at batch 1; "
+            f"gRPC p50 / floor p50: {ratios}; the server's own overhead above the floor "
+            "(gRPC − in-process − floor, p50): " + ", ".join(f"{k} {v:+.2f} ms" for k, v in above.items())
+        )
+    scoring = catalogue.get("scoring_floor")
+    if scoring:
+        ratio = catalogue["dmi_exact_over_scoring_floor_p50"]
+        lines.append(
+            f"{label}: scoring floor (numpy, {scoring['items']:,} items, {scoring.get('blas_threads')} BLAS "
+            f"thread(s)) p50 {scoring['p50_ms']:.2f} ms; in-process dmi_exact p50 / floor p50 "
+            f"{ratio['in_process']:.2f}x, without the user tower {ratio['in_process_minus_user_tower']:.2f}x"
+        )
+    return lines
 
 
 def plot(result: Mapping[str, Any], path: str) -> str:
@@ -897,6 +1211,8 @@ def parse_args(argv: Sequence[str]) -> Any:
     )
     add("--keep-exports", action="store_true", help="keep the exported SavedModels under --work-dir")
     add("--seed", type=int, default=0, help="seed of the grown catalogue's random rows")
+    add("--floor-server", metavar="DIR", help=argparse.SUPPRESS)  # the serving floor's child process
+    add("--floor-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--intra-op-threads",
         type=int,
@@ -922,6 +1238,8 @@ def parse_args(argv: Sequence[str]) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.floor_server:
+        return serve_floor(args.floor_server, args.floor_port)
     started = time.perf_counter()
     threads = common.configure_threads(args)
     import scann  # noqa: F401  (before any SavedModel with a ScaNN index is loaded)
@@ -944,6 +1262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "server": "dmirec serve (serving/server.py) in a child process on 127.0.0.1, no server-side "
             f"batching, TensorFlow threads intra-op {args.intra_op_threads} / inter-op "
             f"{args.inter_op_threads} (0 = TensorFlow's choice), the same in-process",
+            "serving_floor": SERVING_FLOOR_NOTE,
+            "scoring_floor": SCORING_FLOOR_NOTE.format(blas=f"({args.intra_op_threads or 'all'} BLAS thread(s))"),
         },
         "targets_wanted": TARGETS,
         "catalogues": {},
@@ -984,9 +1304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"x{speedup['in_process']:.1f} (in-process); server overhead p50 {overhead}; user tower alone "
             f"p50 {catalogue['in_process_user_interests']['batch_1']['p50_ms']:.2f} ms"
         )
+        for line in floor_lines(label, catalogue):
+            print(f"  {line}")
     print("\nTargets")
     for target in result["targets"]:
-        print(f"  [{'x' if target['reached'] else ' '}] {target['target']}: {target['value']}")
+        ratio = f" ({target['over_floor']:.2f}x the floor)" if target.get("over_floor") else ""
+        print(f"  [{'x' if target['reached'] else ' '}] {target['target']}: {target['value']}{ratio}")
     print(f"wrote {path}")
     return 0
 

@@ -30,7 +30,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -46,6 +46,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving import tensor_proto
 from serving.batching import BatchingRunner
 from serving.config import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -184,12 +185,12 @@ class _HandlerCollector:
         self.handlers.extend(handlers)
 
 
-def _response_bytes(outputs: dict[str, Any]) -> int:
+def _response_bytes(arrays: Iterable[Any]) -> int:
     """A lower bound on the serialized size of a response's tensors (their payload bytes)."""
     total = 0
-    for array in outputs.values():
+    for array in arrays:
         if array.dtype == object:
-            total += sum(len(value) + 2 for value in array.ravel())
+            total += sum(map(len, array.ravel().tolist())) + 2 * array.size
         else:
             total += array.nbytes
     return total
@@ -235,7 +236,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             wanted = signature.select_outputs(request.output_filter)
             inputs = signature.prepare(request.inputs, self._limits)
             outputs = self._batcher.run(signature, inputs) if self._batcher else signature(inputs)
-            size = _response_bytes({alias: outputs[alias] for alias in wanted})
+            size = _response_bytes(outputs[alias] for alias in wanted)
             if size > self._max_message_bytes:
                 raise resource_exhausted(
                     f"the response would hold {size} bytes, over the {self._max_message_bytes}-byte message "
@@ -243,8 +244,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 )
             response = predict_pb2.PredictResponse()
             _fill_model_spec(response.model_spec, servable, signature.name)
-            for alias in wanted:
-                response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias]))
+            for alias in wanted:  # written in place: no intermediate TensorProto to copy
+                tensor_proto.encode(outputs[alias], response.outputs[alias])
             return response
 
     @_rpc

@@ -11,9 +11,8 @@ then checks the payload against the claim (:mod:`serving.tensor_proto`). Every r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import math
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -32,7 +31,9 @@ class Signature:
     """A SignatureDef with the ConcreteFunction that computes it.
 
     Inputs travel as numpy arrays between :meth:`prepare` and :meth:`__call__`, so that the batching layer
-    can merge and split them without TensorFlow.
+    can merge and split them without TensorFlow. What a request is checked against (aliases, dtypes,
+    declared shapes, batch inputs) is read from the SignatureDef once, here; a request's own work is its
+    checks, its decoding and the call.
     """
 
     def __init__(
@@ -52,21 +53,22 @@ class Signature:
         self.signature_def = signature_def
         self._function = function
         self._defaults = {alias: tf.make_ndarray(proto) for alias, proto in signature_def.defaults.items()}
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
+        self._inputs = dict(signature_def.inputs)
+        self.input_names: tuple[str, ...] = tuple(sorted(self._inputs))
         """The input aliases, sorted."""
-        return tuple(sorted(self.signature_def.inputs))
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
+        self.output_names: tuple[str, ...] = tuple(sorted(signature_def.outputs))
         """The output aliases, sorted."""
-        return tuple(sorted(self.signature_def.outputs))
-
-    @property
-    def batch_input_names(self) -> tuple[str, ...]:
+        self.batch_input_names: tuple[str, ...] = tuple(
+            n for n in self.input_names if _has_batch_dimension(self._inputs[n])
+        )
         """Inputs whose first dimension is the (unknown-size) batch dimension."""
-        return tuple(n for n in self.input_names if _has_batch_dimension(self.signature_def.inputs[n]))
+        self._batch_inputs = frozenset(self.batch_input_names)
+        self._dtypes = {alias: tf.dtypes.as_dtype(info.dtype) for alias, info in self._inputs.items()}
+        self._shapes = {alias: _declared_dims(info.tensor_shape) for alias, info in self._inputs.items()}
+        # Small tensors a request sends again and again (top_n, exclude_history, the defaults), converted
+        # once (at most _MAX_CACHED_SCALARS of them, so no request can grow the cache beyond that).
+        self._scalars: dict[tuple[str, str, bytes], tf.Tensor] = {}
+        self._call = _flat_call(function, self.input_names) or (lambda tensors: function(**tensors))
 
     @property
     def batchable(self) -> bool:
@@ -90,16 +92,16 @@ class Signature:
             StatusError: ``INVALID_ARGUMENT`` for an unexpected or missing input, a wrong dtype or shape, or
                 a malformed TensorProto, a request over ``limits``.
         """
-        unexpected = sorted(set(tensors) - set(self.signature_def.inputs))
+        tensors = dict(tensors)  # one lookup of each entry of the protobuf map
+        unexpected = sorted(alias for alias in tensors if alias not in self._inputs)
         if unexpected:
             shown = ", ".join(quote(name) for name in unexpected[:3])
             more = f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""
             raise invalid_argument(
                 f"signature {self.name!r} has no input(s) {shown}{more} (inputs: {', '.join(self.input_names)})"
             )
-        for alias, proto in tensors.items():
-            self._check_claim(alias, proto)
-        self._check_limits(tensors, limits)
+        claims = {alias: self._check_claim(alias, proto) for alias, proto in tensors.items()}
+        self._check_limits(claims, limits)
         arrays = {}
         for alias in self.input_names:
             if alias in tensors:
@@ -144,36 +146,47 @@ class Signature:
         Raises:
             tf.errors.OpError: the graph failed (``InvalidArgumentError`` for a failed assertion).
         """
-        tensors = {
-            alias: tf.constant(array, dtype=tf.dtypes.as_dtype(self.signature_def.inputs[alias].dtype))
-            for alias, array in inputs.items()
-        }
-        return {alias: tensor.numpy() for alias, tensor in self._function(**tensors).items()}
+        tensors = {alias: self._tensor(alias, array) for alias, array in inputs.items()}
+        return {alias: tensor.numpy() for alias, tensor in self._call(tensors).items()}
 
-    def _check_claim(self, alias: str, proto: tensor_pb2.TensorProto) -> None:
-        """The dtype and the claimed shape against the SignatureDef (nothing decoded yet)."""
-        info = self.signature_def.inputs[alias]
+    def _tensor(self, alias: str, array: np.ndarray) -> tf.Tensor:
+        """The input as a tensor of the SignatureDef's dtype; scalars from the cache when they are in it."""
+        if array.ndim or array.dtype == object:
+            return tf.constant(array, dtype=self._dtypes[alias])
+        key = (alias, array.dtype.str, array.tobytes())
+        tensor = self._scalars.get(key)
+        if tensor is None:
+            tensor = tf.constant(array, dtype=self._dtypes[alias])
+            if len(self._scalars) < _MAX_CACHED_SCALARS:
+                self._scalars[key] = tensor
+        return tensor
+
+    def _check_claim(self, alias: str, proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
+        """The dtype and the claimed shape against the SignatureDef (nothing decoded yet); the claimed dims."""
+        info = self._inputs[alias]
         if proto.dtype != info.dtype:
             raise invalid_argument(
                 f"input {alias!r} of signature {self.name!r} must be {dtype_name(info.dtype)}, "
                 f"got {dtype_name(proto.dtype)}"
             )
-        tensor_proto.claimed_elements(alias, proto)
-        if not _shape_compatible(info.tensor_shape, proto.tensor_shape):
+        dims = tensor_proto.claimed_shape(alias, proto)
+        expected = self._shapes[alias]
+        if expected is not None and (
+            len(dims) != len(expected) or any(e not in (-1, g) for e, g in zip(expected, dims))
+        ):
             raise invalid_argument(
                 f"input {alias!r} of signature {self.name!r} must have shape "
                 f"{shape_text(info.tensor_shape, declared=True)}, got {shape_text(proto.tensor_shape)}"
             )
+        return dims
 
-    def _check_limits(self, tensors: Mapping[str, tensor_pb2.TensorProto], limits: RequestLimits) -> None:
+    def _check_limits(self, claims: Mapping[str, tuple[int, ...]], limits: RequestLimits) -> None:
         """Rows, elements per row and per request of the claimed shapes; one batch size for all inputs."""
         total = 0
         rows_by_input = {}
-        for alias, proto in tensors.items():
-            elements = tensor_proto.claimed_elements(alias, proto)
-            total += elements
-            if alias in self.batch_input_names:
-                dims = [d.size for d in proto.tensor_shape.dim]
+        for alias, dims in claims.items():
+            total += math.prod(dims)
+            if alias in self._batch_inputs:
                 rows_by_input[alias] = dims[0]
                 if dims[0] > limits.max_batch_rows:
                     raise invalid_argument(
@@ -196,6 +209,42 @@ class Signature:
             raise invalid_argument(f"the batch inputs disagree on the batch size ({sizes})")
 
 
+_MAX_CACHED_SCALARS = 256
+
+
+def _flat_call(
+    function: tf.types.experimental.ConcreteFunction, aliases: Sequence[str]
+) -> Callable[[Mapping[str, tf.Tensor]], Mapping[str, tf.Tensor]] | None:
+    """``function(**tensors)`` without binding the keywords to its structured signature on every call.
+
+    A loaded signature is called through TensorFlow's flat call (``ConcreteFunction._call_flat``, what
+    the keyword call ends in) with the tensors in the order of the function's parameters; the binding it
+    skips only re-checks what :meth:`Signature.prepare` and :meth:`Signature._tensor` already ensured
+    (the aliases, a tensor of the declared dtype each). Returns None, so that the keyword call is used,
+    for a function whose parameters are not exactly the aliases as keyword-only tensors, or a TensorFlow
+    without that method.
+    """
+    try:
+        parameters = list(function.function_type.parameters.values())
+        specs = function.structured_input_signature[1]
+        call_flat = function._call_flat
+    except (AttributeError, TypeError, IndexError):
+        return None
+    names = [parameter.name for parameter in parameters]
+    if (
+        sorted(names) != sorted(aliases)
+        or any(parameter.kind != parameter.KEYWORD_ONLY for parameter in parameters)
+        or set(specs) != set(names)
+        or not all(type(specs[name]) is tf.TensorSpec for name in names)
+    ):
+        return None
+
+    def call(tensors: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
+        return call_flat([tensors[name] for name in names], function.captured_inputs)
+
+    return call
+
+
 def graph_error_message(error: tf.errors.OpError) -> str:
     """The useful part of a TensorFlow runtime error (the failed assertion), without node and op noise."""
     noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
@@ -209,11 +258,6 @@ def _has_batch_dimension(info: meta_graph_pb2.TensorInfo) -> bool:
     return not shape.unknown_rank and len(shape.dim) >= 1 and shape.dim[0].size == -1
 
 
-def _shape_compatible(
-    expected: tensor_shape_pb2.TensorShapeProto, got: tensor_shape_pb2.TensorShapeProto
-) -> bool:
-    if expected.unknown_rank:
-        return True
-    if got.unknown_rank or len(got.dim) != len(expected.dim):
-        return False
-    return all(e.size in (-1, g.size) for e, g in zip(expected.dim, got.dim))
+def _declared_dims(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...] | None:
+    """A declared shape's dimensions (``-1``: any size), or None for an unknown rank (any shape)."""
+    return None if shape.unknown_rank else tuple(d.size for d in shape.dim)
