@@ -76,6 +76,12 @@ TARGETS = {
     "beauty_p99_ms": 10.0,
     "scann_recall_at_50": 0.95,
     "scann_speedup": 10.0,
+    # Issue 13's ratios, each against a figure of the same run.
+    "beauty_p50_over_serving_floor": 5.0,
+    "beauty_p99_over_own_p50": 2.0,
+    "beauty_in_process_p50_ms": 1.0,
+    "exact_over_scoring_floor": 1.5,
+    "scann_over_exact_in_process": 0.1,
 }
 CATALOGUE_NOTE = (
     "The trained Beauty model's user tower with an item table of {items:,} rows: rows 1..{trained:,} are "
@@ -1012,6 +1018,34 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                     target["floor_ms"] = floor[f"{stat}_ms"]
                     target["over_floor"] = _ratio(latency[f"{stat}_ms"], floor[f"{stat}_ms"])
                 out.append(target)
+            if floor:
+                over = _ratio(latency["p50_ms"], floor["p50_ms"])
+                wanted = TARGETS["beauty_p50_over_serving_floor"]
+                out.append(
+                    {
+                        "target": f"Beauty {name}: gRPC p50 <= {wanted:g}x the serving floor's (batch 1)",
+                        "value": f"{over:.2f}x",
+                        "reached": over <= wanted,
+                    }
+                )
+            spread = _ratio(latency["p99_ms"], latency["p50_ms"])
+            wanted = TARGETS["beauty_p99_over_own_p50"]
+            out.append(
+                {
+                    "target": f"Beauty {name}: gRPC p99 <= {wanted:g}x its own p50 (batch 1)",
+                    "value": f"{spread:.2f}x",
+                    "reached": spread <= wanted,
+                }
+            )
+        in_process = beauty["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
+        wanted = TARGETS["beauty_in_process_p50_ms"]
+        out.append(
+            {
+                "target": f"Beauty dmi_exact: in-process p50 <= {wanted:g} ms (batch 1)",
+                "value": in_process,
+                "reached": in_process <= wanted,
+            }
+        )
     for label, catalogue in result["catalogues"].items():
         if catalogue.get("kind") != "grown":
             continue
@@ -1032,6 +1066,25 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "value": round(speedup, 2),
                 "reached": speedup >= TARGETS["scann_speedup"],
                 "in_process_speedup": round(catalogue["speedup_p50_batch_1"]["in_process"], 2),
+            }
+        )
+        over_scoring = (catalogue.get("dmi_exact_over_scoring_floor_p50") or {}).get("in_process")
+        if over_scoring is not None:
+            wanted = TARGETS["exact_over_scoring_floor"]
+            out.append(
+                {
+                    "target": f"{items}: dmi_exact in-process p50 <= {wanted:g}x the numpy scoring floor's",
+                    "value": f"{over_scoring:.2f}x",
+                    "reached": over_scoring <= wanted,
+                }
+            )
+        scann_share = 1 / catalogue["speedup_p50_batch_1"]["in_process"]
+        wanted = TARGETS["scann_over_exact_in_process"]
+        out.append(
+            {
+                "target": f"{items}: ScaNN in-process p50 <= {wanted:g}x exact's (one index build)",
+                "value": f"{scann_share:.3f}x",
+                "reached": scann_share <= wanted,
             }
         )
     return out
