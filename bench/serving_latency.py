@@ -502,7 +502,7 @@ def serve_floor(directory: str, port: int) -> int:
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     from serving import contract
-    from serving.config import DEFAULT_MAX_MESSAGE_BYTES, ServerOptions
+    from serving.server_config import DEFAULT_MAX_MESSAGE_BYTES, ServerOptions
 
     responses = {}
     for name in sorted(os.listdir(directory)):
@@ -587,7 +587,7 @@ def _stub(address: str) -> tuple[Any, Any]:
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    from serving.config import DEFAULT_MAX_MESSAGE_BYTES
+    from serving.server_config import DEFAULT_MAX_MESSAGE_BYTES
 
     channel = grpc.insecure_channel(
         address,

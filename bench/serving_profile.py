@@ -212,7 +212,7 @@ def measure_servable(
     name: str, path: str, address: str, floor_address: str, histories: Sequence[Sequence[str]], args: Any
 ) -> dict[str, Any]:
     """The four variants of one servable's batch-1 requests, its handler's pieces and a profile."""
-    from serving import config as serving_config
+    from serving import server_config
     from serving import contract
     from serving.model_manager import ModelRegistry
     from serving.server import PredictionServicer
@@ -222,8 +222,8 @@ def measure_servable(
     tensors = [serving_latency.string_tensor(h) for h in single]
     loaded, function = serving_latency.saved_model_function(path)
     registry = ModelRegistry(0, 0, 1.0)
-    registry.apply([serving_config.ServedModel(name, os.path.dirname(path))])
-    limits = serving_config.RequestLimits()
+    registry.apply([server_config.ServedModel(name, os.path.dirname(path))])
+    limits = server_config.RequestLimits()
     servicer = PredictionServicer(registry, None, limits)
     context = _Context()
     channel, stub = serving_latency._stub(address)

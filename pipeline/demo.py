@@ -16,7 +16,7 @@ import time
 
 from pipeline import configs, local_runner
 from serving.client import RetrievalClient
-from serving.config import ServedModel, ServerOptions
+from serving.server_config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from trainer import data_schema, export, interactions, push, synthetic
 from trainer.sequences import cut_users, user_sequence

@@ -19,7 +19,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from serving.config import BatchingOptions
+from serving.server_config import BatchingOptions
 from serving.signature import Signature
 
 _STRING_PAD = b""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from serving.batching import BatchingRunner
-from serving.config import BatchingOptions
+from serving.server_config import BatchingOptions
 
 
 class _EchoSignature:

@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from serving import config
+from serving import server_config
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -31,7 +31,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
         "GetModelMetadata, GetModelStatus, HandleReloadConfigRequest) until interrupted. Flags mirror "
         "tensorflow_model_server's; new versions under a base path are picked up while serving.",
     )
-    config.add_server_flags(serve)
+    server_config.add_server_flags(serve)
     serve.set_defaults(handler=run_serve)
 
 
@@ -108,7 +108,7 @@ def run_serve(args: argparse.Namespace) -> int:
     """
     from serving.server import ModelServer, serve_until_signalled
 
-    options = config.server_options_from_flags(args)
+    options = server_config.server_options_from_flags(args)
     _configure_tensorflow_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     _show_server_log()
     server = ModelServer(options)

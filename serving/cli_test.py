@@ -13,7 +13,7 @@ import pytest
 
 from serving.cli import add_query_command, add_serve_command
 from serving.client import RetrievalClient, ServingError
-from serving.config import ServedModel, ServerOptions
+from serving.server_config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import ReferenceModel, unused_port
 

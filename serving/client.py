@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.config import DEFAULT_MAX_MESSAGE_BYTES
+from serving.server_config import DEFAULT_MAX_MESSAGE_BYTES
 from serving.contract import (
     HISTORY_INPUT,
     INTERESTS_OUTPUT,

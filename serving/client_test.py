@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving.client import RetrievalClient, ServingError, history_array, predict_request
-from serving.config import ServedModel, ServerOptions
+from serving.server_config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import ReferenceModel, unused_port
 

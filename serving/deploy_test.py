@@ -4,15 +4,15 @@ import os
 
 import re
 
-from serving import config
+from serving import server_config
 
 DEPLOY = os.path.join(os.path.dirname(__file__), "deploy")
 
 
 def test_model_configs_parse_and_name_the_servables():
-    both = config.read_model_config_file(os.path.join(DEPLOY, "models.config"))
+    both = server_config.read_model_config_file(os.path.join(DEPLOY, "models.config"))
     assert sorted(m.name for m in both) == ["dmi", "dmi_exact"]
-    exact = config.read_model_config_file(os.path.join(DEPLOY, "models_exact.config"))
+    exact = server_config.read_model_config_file(os.path.join(DEPLOY, "models_exact.config"))
     assert [m.name for m in exact] == ["dmi_exact"]
 
 

@@ -17,7 +17,7 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import fuzzing
-from serving.config import ServedModel, ServerOptions
+from serving.server_config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import ReferenceModel, predict_request, resident_memory_mb, top_items
 

@@ -37,7 +37,7 @@ import tensorflow as tf
 from google.protobuf import message as message_lib
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
-from serving.config import ServedModel
+from serving.server_config import ServedModel
 from serving.errors import StatusError, not_found
 from serving.servable import SAVED_MODEL_FILENAMES, Servable
 from serving.warmup import replay_warmup_requests

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2
 
-from serving.config import ServedModel, VersionPolicy
+from serving.server_config import ServedModel, VersionPolicy
 from serving.errors import StatusError
 from serving.model_manager import ModelManager, ModelRegistry, VersionState, load_error_code, scan_versions
 from serving.testing import ReferenceModel, write_broken_version

@@ -8,7 +8,7 @@ the same messages and status codes, so any TF Serving client works against eithe
 - ``Classify``, ``Regress`` and ``MultiInference`` answer ``UNIMPLEMENTED``.
 
 Models and versions are managed by :mod:`serving.model_manager`; requests are validated by
-:mod:`serving.signature` against the server's :class:`~serving.config.RequestLimits`. Every status a
+:mod:`serving.signature` against the server's :class:`~serving.server_config.RequestLimits`. Every status a
 client can get says what went wrong in at most :data:`MAX_MESSAGE_CHARS` characters:
 
 - ``INVALID_ARGUMENT``: a malformed or oversized request, including bytes that do not decode as the
@@ -48,7 +48,7 @@ from tensorflow_serving.apis import (
 
 from serving import tensor_proto
 from serving.batching import BatchingRunner
-from serving.config import (
+from serving.server_config import (
     DEFAULT_MAX_MESSAGE_BYTES,
     RequestLimits,
     ServedModel,

@@ -30,8 +30,8 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import config, fuzzing
-from serving.config import BatchingOptions, ServedModel, ServerOptions
+from serving import fuzzing, server_config
+from serving.server_config import BatchingOptions, ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import (
     ReferenceModel,
@@ -377,9 +377,9 @@ def test_model_config_file_serves_several_models(tmp_path):
         }}"""
     )
     parser = argparse.ArgumentParser()
-    config.add_server_flags(parser)
+    server_config.add_server_flags(parser)
     args = parser.parse_args(["--model_config_file", str(config_file), "--port", "0"])
-    options = config.server_options_from_flags(args)
+    options = server_config.server_options_from_flags(args)
     with ModelServer(options) as server, grpc.insecure_channel(server.address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         responses = {
@@ -457,7 +457,7 @@ def test_undecodable_bytes_are_invalid_argument_with_one_log_line(served, model,
 
 def test_request_limits_are_configurable(tmp_path, model):
     model.save(str(tmp_path), 1)
-    limits = config.RequestLimits(max_batch_rows=2, max_row_elements=3, max_request_elements=5)
+    limits = server_config.RequestLimits(max_batch_rows=2, max_row_elements=3, max_request_elements=5)
     with serve(ServedModel("dmi", str(tmp_path)), limits=limits) as running:
         running.predict(predict_request([["i1", "i2", "i3"]], top_n=2))
         for histories, message in (

@@ -3,7 +3,7 @@
 Validation follows the SignatureDef, as TF Serving does: every input alias must be declared, a missing
 input is filled from ``SignatureDef.defaults`` or rejected, dtypes must match exactly and shapes must agree
 with the declared ``TensorShapeProto`` (unknown rank or ``-1`` dimensions accept anything). Before any
-input is decoded, the shapes it claims are held to the server's :class:`~serving.config.RequestLimits`
+input is decoded, the shapes it claims are held to the server's :class:`~serving.server_config.RequestLimits`
 (rows, elements per row, elements per request) and to one batch size across the batch inputs; decoding
 then checks the payload against the claim (:mod:`serving.tensor_proto`). Every rejection is a
 :class:`~serving.errors.StatusError` with ``INVALID_ARGUMENT`` and a short message naming the input.
@@ -20,7 +20,7 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving import tensor_proto
-from serving.config import RequestLimits
+from serving.server_config import RequestLimits
 from serving.errors import invalid_argument
 from serving.tensor_proto import dtype_name, quote, shape_text
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from serving import contract, signature
-from serving.config import RequestLimits
+from serving.server_config import RequestLimits
 from serving.errors import StatusError
 from serving.servable import Servable
 from serving.testing import ReferenceModel, predict_request

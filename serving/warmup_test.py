@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, prediction_log_pb2
 
-from serving.config import ServedModel
+from serving.server_config import ServedModel
 from serving.model_manager import ModelManager, VersionState
 from serving.testing import ReferenceModel, predict_request, write_warmup_requests
 from serving.warmup import WARMUP_PATH, read_warmup_requests

@@ -119,7 +119,7 @@ def test_quiet_hides_only_third_party_warnings_and_verbose_shows_them(verbose):
         cli.quiet_third_party({verbose})
         print(os.environ["TF_CPP_MIN_LOG_LEVEL"], "PYTHONWARNINGS" in os.environ)
         warnings.warn_explicit("third-party notice", DeprecationWarning, "x.py", 1, module="somelib.sub")
-        warnings.warn_explicit("our notice", UserWarning, "y.py", 1, module="serving.config")
+        warnings.warn_explicit("our notice", UserWarning, "y.py", 1, module="serving.server_config")
         logging.basicConfig()
         for name in ("absl", "tensorflow", "apache_beam"):
             logging.getLogger(name).warning("third-party log line")

@@ -51,7 +51,7 @@ def test_train_evaluate_and_serve_through_grpc(tmp_path, capsys):
     assert evaluation["metrics"]["recall@50"] == pytest.approx(metrics["test"]["recall@50"])
 
     # Serve the pushed dmi_exact model and query it through gRPC on loopback.
-    from serving.config import ServedModel, ServerOptions
+    from serving.server_config import ServedModel, ServerOptions
     from serving.server import ModelServer
     from serving.client import RetrievalClient
 

@@ -20,7 +20,7 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from pipeline import cli
-from serving.config import ServedModel
+from serving.server_config import ServedModel
 from serving.model_manager import ModelManager, scan_versions
 from serving.servable import Servable
 from serving.testing import ReferenceModel, predict_request, top_items, unused_port, wait_for

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from pipeline import cli
-from serving.config import ServedModel, ServerOptions
+from serving.server_config import ServedModel, ServerOptions
 from serving.model_manager import scan_versions
 from serving.server import ModelServer
 from serving.testing import assert_same_top, predict_request, top_items

@@ -1,4 +1,4 @@
-"""Tests of serving/config.py: model config files, version policies and the ``dmirec serve`` flags."""
+"""Tests of serving/server_config.py: model config files, version policies and the ``dmirec serve`` flags."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from serving import config
+from serving import server_config
 
 
 def _write(tmp_path, text: str) -> str:
@@ -30,10 +30,10 @@ def test_reads_model_config_file_with_policies_and_labels(tmp_path):
         }
         """,
     )
-    dmi, baseline = config.read_model_config_file(path)
-    assert dmi == config.ServedModel("dmi", "/models/dmi", config.VersionPolicy("latest", num_versions=1))
+    dmi, baseline = server_config.read_model_config_file(path)
+    assert dmi == server_config.ServedModel("dmi", "/models/dmi", server_config.VersionPolicy("latest", num_versions=1))
     assert baseline.base_path == os.path.abspath("rel/baseline")
-    assert baseline.version_policy == config.VersionPolicy("specific", versions=frozenset({2, 5}))
+    assert baseline.version_policy == server_config.VersionPolicy("specific", versions=frozenset({2, 5}))
     assert baseline.version_labels == {"stable": 2}
 
 
@@ -52,23 +52,23 @@ def test_reads_model_config_file_with_policies_and_labels(tmp_path):
 )
 def test_rejects_bad_model_config_file(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
-        config.read_model_config_file(_write(tmp_path, text))
+        server_config.read_model_config_file(_write(tmp_path, text))
 
 
 def test_version_policies_select_among_available_versions():
     available = {1, 3, 7, 9}
-    assert config.VersionPolicy().select(available) == {9}
-    assert config.VersionPolicy("latest", num_versions=2).select(available) == {7, 9}
-    assert config.VersionPolicy("all").select(available) == available
-    assert config.VersionPolicy("specific", versions=frozenset({3, 4})).select(available) == {3}
-    assert config.VersionPolicy().select(set()) == frozenset()
+    assert server_config.VersionPolicy().select(available) == {9}
+    assert server_config.VersionPolicy("latest", num_versions=2).select(available) == {7, 9}
+    assert server_config.VersionPolicy("all").select(available) == available
+    assert server_config.VersionPolicy("specific", versions=frozenset({3, 4})).select(available) == {3}
+    assert server_config.VersionPolicy().select(set()) == frozenset()
     with pytest.raises(ValueError):
-        config.VersionPolicy("latest", num_versions=0)
+        server_config.VersionPolicy("latest", num_versions=0)
 
 
 def _parse_flags(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    config.add_server_flags(parser)
+    server_config.add_server_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -77,18 +77,18 @@ def test_flags_mirror_tensorflow_model_server(tmp_path):
         ["--model_name", "dmi", "--model_base_path", str(tmp_path), "--port", "0", "--enable_batching",
          "--batching_max_batch_size", "8", "--batching_timeout_micros", "500"]
     )
-    options = config.server_options_from_flags(args)
-    assert options.models == (config.ServedModel("dmi", str(tmp_path)),)
+    options = server_config.server_options_from_flags(args)
+    assert options.models == (server_config.ServedModel("dmi", str(tmp_path)),)
     assert (options.host, options.port, options.file_system_poll_wait_seconds) == ("127.0.0.1", 0, 1.0)
-    assert options.batching == config.BatchingOptions(max_batch_size=8, timeout_s=0.0005)
+    assert options.batching == server_config.BatchingOptions(max_batch_size=8, timeout_s=0.0005)
 
 
 def test_flags_need_exactly_one_model_source(tmp_path):
     with pytest.raises(ValueError, match="exactly one"):
-        config.server_options_from_flags(_parse_flags([]))
+        server_config.server_options_from_flags(_parse_flags([]))
     both = ["--model_base_path", str(tmp_path), "--model_config_file", str(tmp_path / "x.config")]
     with pytest.raises(ValueError, match="exactly one"):
-        config.server_options_from_flags(_parse_flags(both))
+        server_config.server_options_from_flags(_parse_flags(both))
     with pytest.raises(SystemExit):
         _parse_flags(["--model_base_path", str(tmp_path), "--port", "70000"])
 
@@ -104,13 +104,13 @@ def test_remote_base_paths_are_kept_as_given_and_local_ones_made_absolute(tmp_pa
         }
         """,
     )
-    assert [c.base_path for c in config.read_model_config_file(path)] == [
+    assert [c.base_path for c in server_config.read_model_config_file(path)] == [
         "gs://bucket/models/dmi",
         "ram://models/dmi_exact",
         os.path.join(os.getcwd(), "rel", "dmi"),
     ]
-    options = config.server_options_from_flags(_parse_flags(["--model_base_path", "gs://bucket/models/dmi"]))
-    assert options.models == (config.ServedModel("default", "gs://bucket/models/dmi"),)
+    options = server_config.server_options_from_flags(_parse_flags(["--model_base_path", "gs://bucket/models/dmi"]))
+    assert options.models == (server_config.ServedModel("default", "gs://bucket/models/dmi"),)
 
 
 def test_reads_a_model_config_file_on_a_tensorflow_file_system(ram_root):
@@ -120,6 +120,6 @@ def test_reads_a_model_config_file_on_a_tensorflow_file_system(ram_root):
     tf.io.gfile.makedirs(ram_root)
     with tf.io.gfile.GFile(path, "w") as f:
         f.write('model_config_list { config { name: "dmi" base_path: "ram://models/dmi" } }')
-    assert config.read_model_config_file(path) == [config.ServedModel("dmi", "ram://models/dmi")]
+    assert server_config.read_model_config_file(path) == [server_config.ServedModel("dmi", "ram://models/dmi")]
     with pytest.raises(FileNotFoundError):
-        config.read_model_config_file(f"{ram_root}/missing.config")
+        server_config.read_model_config_file(f"{ram_root}/missing.config")
