@@ -258,6 +258,16 @@ def add_data_arguments(parser: argparse.ArgumentParser, default: str = "beauty")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 user split (default 0)")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model-dir`` / ``--train-steps``: the trained model a serving benchmark measures."""
+    parser.add_argument(
+        "--model-dir", help="a trained model directory (dmirec train --out) instead of training one"
+    )
+    parser.add_argument(
+        "--train-steps", type=int, help="steps of the model trained here (default 2000; --quick 500)"
+    )
+
+
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
     """``--set key=value`` config overrides, passed to every model trained."""
     parser.add_argument(

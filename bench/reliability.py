@@ -366,8 +366,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     parser = common.base_parser(MODULE, __doc__)
     common.add_data_arguments(parser)
     add = parser.add_argument
-    add("--model-dir", help="a trained model directory (dmirec train --out) instead of training one")
-    add("--train-steps", type=int, help="steps of the model trained here (default 2000; --quick 500)")
+    common.add_model_arguments(parser)
     add("--requests", type=int, help="hostile requests (default 1800; --quick 600)")
     add("--max-rows", type=int, help="largest batch size of phase 2 (default 130; --quick 40)")
     add("--clients", type=int, default=32, help="concurrent clients of the load phase (default 32)")

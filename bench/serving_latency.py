@@ -999,6 +999,11 @@ def _choose(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 # ----- report -------------------------------------------------------------------------------------------
 
 
+def _target(text: str, value: Any, reached: bool) -> dict[str, Any]:
+    """One row of :func:`targets`."""
+    return {"target": text, "value": value, "reached": reached}
+
+
 def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each target with the measured value and whether it was reached."""
     out = []
@@ -1021,44 +1026,24 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             if floor:
                 over = _ratio(latency["p50_ms"], floor["p50_ms"])
                 wanted = TARGETS["beauty_p50_over_serving_floor"]
-                out.append(
-                    {
-                        "target": f"Beauty {name}: gRPC p50 <= {wanted:g}x the serving floor's (batch 1)",
-                        "value": f"{over:.2f}x",
-                        "reached": over <= wanted,
-                    }
-                )
+                text = f"Beauty {name}: gRPC p50 <= {wanted:g}x the serving floor's (batch 1)"
+                out.append(_target(text, f"{over:.2f}x", over <= wanted))
             spread = _ratio(latency["p99_ms"], latency["p50_ms"])
             wanted = TARGETS["beauty_p99_over_own_p50"]
-            out.append(
-                {
-                    "target": f"Beauty {name}: gRPC p99 <= {wanted:g}x its own p50 (batch 1)",
-                    "value": f"{spread:.2f}x",
-                    "reached": spread <= wanted,
-                }
-            )
+            text = f"Beauty {name}: gRPC p99 <= {wanted:g}x its own p50 (batch 1)"
+            out.append(_target(text, f"{spread:.2f}x", spread <= wanted))
         in_process = beauty["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
         wanted = TARGETS["beauty_in_process_p50_ms"]
-        out.append(
-            {
-                "target": f"Beauty dmi_exact: in-process p50 <= {wanted:g} ms (batch 1)",
-                "value": in_process,
-                "reached": in_process <= wanted,
-            }
-        )
+        text = f"Beauty dmi_exact: in-process p50 <= {wanted:g} ms (batch 1)"
+        out.append(_target(text, in_process, in_process <= wanted))
     for label, catalogue in result["catalogues"].items():
         if catalogue.get("kind") != "grown":
             continue
         recall = catalogue["scann_recall_at_50_vs_exact"]
         speedup = catalogue["speedup_p50_batch_1"]["grpc"]
         items = f"{catalogue['items']:,} items"
-        out.append(
-            {
-                "target": f"{items}: ScaNN Recall@50 vs exact >= {TARGETS['scann_recall_at_50']}",
-                "value": round(recall, 4),
-                "reached": recall >= TARGETS["scann_recall_at_50"],
-            }
-        )
+        text = f"{items}: ScaNN Recall@50 vs exact >= {TARGETS['scann_recall_at_50']}"
+        out.append(_target(text, round(recall, 4), recall >= TARGETS["scann_recall_at_50"]))
         out.append(
             {
                 "target": f"{items}: ScaNN p50 >= {TARGETS['scann_speedup']:g}x lower than exact "
@@ -1071,22 +1056,12 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         over_scoring = (catalogue.get("dmi_exact_over_scoring_floor_p50") or {}).get("in_process")
         if over_scoring is not None:
             wanted = TARGETS["exact_over_scoring_floor"]
-            out.append(
-                {
-                    "target": f"{items}: dmi_exact in-process p50 <= {wanted:g}x the numpy scoring floor's",
-                    "value": f"{over_scoring:.2f}x",
-                    "reached": over_scoring <= wanted,
-                }
-            )
+            text = f"{items}: dmi_exact in-process p50 <= {wanted:g}x the numpy scoring floor's"
+            out.append(_target(text, f"{over_scoring:.2f}x", over_scoring <= wanted))
         scann_share = 1 / catalogue["speedup_p50_batch_1"]["in_process"]
         wanted = TARGETS["scann_over_exact_in_process"]
-        out.append(
-            {
-                "target": f"{items}: ScaNN in-process p50 <= {wanted:g}x exact's (one index build)",
-                "value": f"{scann_share:.3f}x",
-                "reached": scann_share <= wanted,
-            }
-        )
+        text = f"{items}: ScaNN in-process p50 <= {wanted:g}x exact's (one index build)"
+        out.append(_target(text, f"{scann_share:.3f}x", scann_share <= wanted))
     return out
 
 
@@ -1239,8 +1214,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     parser = common.base_parser(MODULE, __doc__)
     common.add_data_arguments(parser)
     add = parser.add_argument
-    add("--model-dir", help="a trained model directory (dmirec train --out) instead of training one")
-    add("--train-steps", type=int, help="steps of the model trained here (default 2000; --quick 500)")
+    common.add_model_arguments(parser)
     add(
         "--catalogues",
         type=common.parse_name_list(CATALOGUES),

@@ -296,8 +296,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     parser = common.base_parser(MODULE, __doc__)
     common.add_data_arguments(parser)
     add = parser.add_argument
-    add("--model-dir", help="a trained model directory (dmirec train --out) instead of training one")
-    add("--train-steps", type=int, help="steps of the model trained here (default 2000; --quick 500)")
+    common.add_model_arguments(parser)
     add("--servables", default="dmi_exact,dmi", help="servables to profile (default dmi_exact,dmi)")
     add("--rounds", type=int, help="timed requests per variant and servable (default 1000; --quick 300)")
     add("--profile-calls", type=int, default=300, help="handler calls under cProfile (default 300)")
