@@ -34,11 +34,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench import common, serving_latency
+
+if TYPE_CHECKING:
+    from tensorflow_serving.apis.predict_pb2 import PredictRequest
+
+    from serving.client import RetrievalClient
 
 MODULE = "bench.reliability"
 NAME = "dmi_exact"
@@ -83,22 +88,19 @@ def _channel(address: str) -> Any:
     return grpc.insecure_channel(address)
 
 
-def _answer(stub: Any, request: Any) -> list[bytes]:
-    import tensorflow as tf
+def _answer(client: RetrievalClient, request: PredictRequest) -> list[str]:
+    from serving.client import top_items
 
-    response = stub.Predict(request, timeout=30)
-    return tf.make_ndarray(response.outputs["item_ids"]).ravel().tolist()
+    return [item for row in top_items(client.predict(request)) for item, _ in row]
 
 
 def fuzz(server: Any, item_ids: list[str], count: int, seed: int, good: Any) -> dict[str, Any]:
     """Phase 1: hostile requests, a correctness check after every 100."""
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
     from serving import fuzzing
 
-    channel = _channel(server.address)
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    expected = _answer(stub, good)
+    channel = _channel(server.address)  # hostile bytes go out raw; correctness checks through the client
+    client = serving_latency.client_for(server.address)
+    expected = _answer(client, good)
     watch = MemoryWatch(server.pid)
     codes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     checks = failed_checks = 0
@@ -109,10 +111,11 @@ def fuzz(server: Any, item_ids: list[str], count: int, seed: int, good: Any) -> 
         codes[category][fuzzing.send(channel, method, payload, timeout_s=60).name] += 1
         if index % 100 == 99:
             checks += 1
-            failed_checks += _answer(stub, good) != expected
+            failed_checks += _answer(client, good) != expected
     seconds = time.perf_counter() - started
     memory = watch.stop()
     channel.close()
+    client.close()
     blameless = sum(c[code] for c in codes.values() for code in _BLAMELESS)
     return {
         "requests": count,
@@ -127,10 +130,7 @@ def fuzz(server: Any, item_ids: list[str], count: int, seed: int, good: Any) -> 
 
 def batch_sizes(server: Any, histories: list[list[str]], max_rows: int, seed: int) -> dict[str, Any]:
     """Phase 2: each batch size 1..max_rows twice (shuffled); first call against the repeat."""
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    channel = _channel(server.address)
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    client = serving_latency.client_for(server.address)
     sizes = list(range(1, max_rows + 1))
     np.random.default_rng(seed).shuffle(sizes)
     requests = {
@@ -142,10 +142,10 @@ def batch_sizes(server: Any, histories: list[list[str]], max_rows: int, seed: in
     for timings in (first, repeat):
         for n in sizes:
             start = time.perf_counter()
-            stub.Predict(requests[n], timeout=120)
+            client.predict(requests[n])
             timings[n] = time.perf_counter() - start
     memory = watch.stop()
-    channel.close()
+    client.close()
     ratios = [first[n] / repeat[n] for n in sizes]
     worst = max(sizes, key=lambda n: first[n] - repeat[n])
     return {
@@ -162,8 +162,7 @@ def _clients_while(
     address: str, requests: Sequence[Any], clients: int, until: Callable[[], bool], max_s: float
 ) -> dict[str, Any]:
     """``clients`` threads sending back-to-back until ``until()`` holds (or ``max_s``); every outcome kept."""
-    import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    from serving.client import ServingError
 
     latencies: list[float] = []
     failures: collections.Counter = collections.Counter()
@@ -172,22 +171,21 @@ def _clients_while(
     stop = threading.Event()
 
     def client(index: int) -> None:
-        channel = _channel(address)
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        connection = serving_latency.client_for(address)
         k = index
         while not stop.is_set():
             start = time.perf_counter()
             try:
-                response = stub.Predict(requests[k % len(requests)], timeout=60)
-            except grpc.RpcError as e:
+                response = connection.predict(requests[k % len(requests)])
+            except ServingError as e:
                 with lock:
-                    failures[e.code().name] += 1
+                    failures[e.code_name] += 1
             else:
                 with lock:
                     latencies.append(time.perf_counter() - start)
                     versions[response.model_spec.version.value] += 1
             k += clients
-        channel.close()
+        connection.close()
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     started = time.perf_counter()

@@ -111,3 +111,81 @@ def test_the_report_reads_results_with_and_without_floors():
     results = {**{stem: (None, None) for stem, _ in report.SECTIONS}, "serving_latency": (new, "s.json")}
     targets = "\n".join(report.targets_section(results))
     assert f"| {first['value']} ({first['over_floor']:.2f}x the serving floor's p50 1.0 ms) |" in targets
+
+
+def test_argument_helpers():
+    assert serving_latency.parse_sweep("1000:50,2000:100") == [(1000, 50), (2000, 100)]
+    assert serving_latency.size_label(1_000_000) == "1m"
+    assert serving_latency.size_label(20_000) == "20k"
+
+
+def test_recall_vs_exact():
+    exact = [np.array([[b"a", b"b"], [b"c", b"d"]])]
+    approximate = [np.array([[b"b", b"x"], [b"c", b"d"]])]
+    assert serving_latency.recall_vs_exact(exact, approximate) == pytest.approx(0.75)
+
+
+def test_the_server_process_serves_every_servable_of_a_layout_from_the_written_config(tmp_path):
+    from serving.testing import ReferenceModel
+
+    layout = {}
+    for name in ("one", "two"):
+        base = str(tmp_path / "serving" / name)
+        ReferenceModel.random(seed=len(name)).save(base, 3)
+        layout[name] = os.path.join(base, "3")
+    with serving_latency.ServerProcess(layout, str(tmp_path / "server.log"), threads=(1, 1)) as server:
+        with serving_latency.client_for(server.address) as client:
+            for name in layout:
+                response = client.predict(serving_latency.predict_requests(name, [[["i1", "i2"]]])[0])
+                assert response.model_spec.name == name and response.model_spec.version.value == 3
+    from serving.server_config import read_model_config_file
+
+    assert [m.name for m in read_model_config_file(str(tmp_path / "models.config"))] == ["one", "two"]
+
+
+def _scann_row(searched: int, recall: float, p50: float, exact_p50: float = 80.0) -> dict:
+    return {
+        "scann_leaves": 1000,
+        "scann_leaves_to_search": searched,
+        "default": False,
+        "recall_at_50_vs_exact": recall,
+        "in_process_batch_1": {"p50_ms": p50},
+        "speedup_p50": exact_p50 / p50,
+    }
+
+
+def test_index_builds_are_summarised_and_judged_by_their_worst_build(tmp_path):
+    builds = [_scann_row(400, r, p) for r, p in ((0.97, 4.0), (0.949, 5.0), (0.98, 4.5))]
+    summary = serving_latency.build_summary(builds)
+    assert summary["builds"] == 3 and (summary["scann_leaves"], summary["scann_leaves_to_search"]) == (1000, 400)
+    assert summary["recall_at_50_vs_exact"] == {"min": 0.949, "median": 0.97, "max": 0.98}
+    assert summary["in_process_p50_ms"] == {"min": 4.0, "median": 4.5, "max": 5.0}
+    assert summary["over_exact_p50"] == {"min": 0.05, "median": 0.0562, "max": 0.0625}
+
+    catalogue = {
+        "kind": "grown",
+        "items": 1_000_000,
+        "scann_recall_at_50_vs_exact": 0.97,
+        "speedup_p50_batch_1": {"grpc": 12.0, "in_process": 16.0},
+        "scann_builds": summary,
+    }
+    (target,) = [t for t in serving_latency.targets({"catalogues": {"1m": catalogue}}) if "index builds" in t["target"]]
+    assert not target["reached"]  # one build of three has recall 0.949 < 0.95
+    assert "min 0.9490 / median 0.9700 / max 0.9800" in target["value"]
+    catalogue["scann_builds"] = serving_latency.build_summary(builds[:1] + builds[2:])
+    (target,) = [t for t in serving_latency.targets({"catalogues": {"1m": catalogue}}) if "index builds" in t["target"]]
+    assert target["reached"]
+
+
+@pytest.mark.skipif(not os.path.exists(RESULTS), reason="no committed serving result")
+def test_the_plot_adds_the_scann_curve_when_measured(tmp_path):
+    with open(RESULTS, encoding="utf-8") as f:
+        result = json.load(f)
+    result = copy.deepcopy(result)
+    grown = next(c for c in result["catalogues"].values() if c.get("kind") == "grown")
+    grown["scann_curve"] = [_scann_row(s, 0.9 + s / 10_000, 1 + s / 100) for s in (50, 200, 1000)]
+    grown["scann_builds"] = serving_latency.build_summary([_scann_row(400, 0.97, 4.0), _scann_row(400, 0.96, 5.0)])
+    path = serving_latency.plot(result, str(tmp_path / "latency.png"))
+    import matplotlib.image
+
+    assert matplotlib.image.imread(path).shape[1] > 3 * 5.5 * 90  # three panels wide

@@ -226,15 +226,15 @@ def measure_servable(
     limits = server_config.RequestLimits()
     servicer = PredictionServicer(registry, None, limits)
     context = _Context()
-    channel, stub = serving_latency._stub(address)
-    floor_channel, floor_stub = serving_latency._stub(floor_address)
+    client = serving_latency.client_for(address)
+    floor_client = serving_latency.client_for(floor_address)
     n = len(requests)
     try:
         calls = {
             "in_process": lambda i: function(tensors[i % n])[contract.ITEM_IDS_OUTPUT].numpy(),
             "handler": lambda i: servicer.Predict(requests[i % n], context).SerializeToString(),
-            "grpc": lambda i: stub.Predict(requests[i % n], timeout=60),
-            "floor": lambda i: floor_stub.Predict(requests[i % n], timeout=60),
+            "grpc": lambda i: client.predict(requests[i % n]),
+            "floor": lambda i: floor_client.predict(requests[i % n]),
         }
         common.log(f"  {name}: {args.rounds} requests of each of {', '.join(calls)} in turns of {BLOCK}")
         seconds = interleaved(calls, args.rounds)
@@ -247,8 +247,8 @@ def measure_servable(
         common.log(f"  {name}: cProfile of {args.profile_calls} handler calls")
         profile = profile_handler(servicer, requests, args.profile_calls)
     finally:
-        channel.close()
-        floor_channel.close()
+        client.close()
+        floor_client.close()
         registry.stop()
         del loaded
     summary = {variant: common.latency_summary(s) for variant, s in seconds.items()}

@@ -146,6 +146,20 @@ class RetrievalClient:
         request = predict_request(self.model_name, histories, RETRIEVAL_SIGNATURE, top_n=top_n, version=version)
         return top_items(self._call(self._predictions.Predict, request))
 
+    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        """Sends a ready-made ``PredictRequest`` (e.g. built once by :func:`predict_request` and sent many times).
+
+        Args:
+            request: any Predict request; its ``model_spec`` names the model, whatever ``model_name`` says.
+
+        Returns:
+            The server's response, unparsed (:func:`top_items` reads a retrieval response).
+
+        Raises:
+            ServingError: the call failed.
+        """
+        return self._call(self._predictions.Predict, request)
+
     def interests(self, histories: Sequence[Sequence[str]], version: int | None = None) -> np.ndarray:
         """The interest vectors of each history.
 

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.client import RetrievalClient, ServingError, history_array, predict_request
+from serving.client import RetrievalClient, ServingError, history_array, predict_request, top_items
 from serving.server_config import ServedModel, ServerOptions
 from serving.server import ModelServer
 from serving.testing import ReferenceModel, unused_port
@@ -59,6 +59,15 @@ def test_retrieve_from_a_pinned_version(address, models):
     assert str(error.value).startswith("NOT_FOUND: model 'dmi' version 1 is not available (available: 2)")
     with RetrievalClient(address, "dmi") as client:
         assert _ids(client.retrieve(HISTORIES, top_n=3, version=2)) == _ids(models[2].top_n(HISTORIES, 3))
+
+
+def test_predict_sends_a_prebuilt_request_to_the_model_it_names(address, models):
+    request = predict_request("dmi", HISTORIES, top_n=5)
+    with RetrievalClient(address, "another name") as client:  # the request's model_spec decides
+        assert _ids(top_items(client.predict(request))) == _ids(models[2].top_n(HISTORIES, 5))
+        with pytest.raises(ServingError) as error:
+            client.predict(predict_request("nope", HISTORIES))
+    assert error.value.code_name == "NOT_FOUND"
 
 
 def test_interests_status_and_metadata(client, models):

@@ -221,6 +221,60 @@ def served_models_from_proto(proto: model_server_config_pb2.ModelServerConfig) -
     return configs
 
 
+def model_server_config(models: Iterable[ServedModel]) -> model_server_config_pb2.ModelServerConfig:
+    """The ``ModelServerConfig`` of ``models``: the inverse of :func:`served_models_from_proto`.
+
+    Args:
+        models: the models to configure (validated as a config file is, names unique).
+
+    Returns:
+        A ``model_config_list`` with one ``tensorflow`` entry per model, in order.
+
+    Raises:
+        ValueError: what :func:`served_models_from_proto` rejects (no model, duplicate names...).
+    """
+    proto = model_server_config_pb2.ModelServerConfig()
+    entries = proto.model_config_list.config
+    for model in models:
+        entry = entries.add(name=model.name, base_path=model.base_path, model_platform="tensorflow")
+        policy = model.version_policy
+        if policy.kind == "latest":
+            entry.model_version_policy.latest.num_versions = policy.num_versions
+        elif policy.kind == "specific":
+            entry.model_version_policy.specific.versions.extend(sorted(policy.versions))
+        else:
+            entry.model_version_policy.all.SetInParent()
+        entry.version_labels.update(model.version_labels)
+    served_models_from_proto(proto)  # the same checks as a file read back
+    return proto
+
+
+def write_model_config_file(path: str, models: Iterable[ServedModel]) -> str:
+    """Writes ``models`` as a text ``ModelServerConfig`` (``--model_config_file``), atomically.
+
+    The file is written beside ``path`` and renamed into place, so that a reader (a starting server,
+    TF Serving's ``--model_config_file_poll_wait_seconds``) never sees half a file.
+
+    Args:
+        path: the local file to (over)write.
+        models: the models to configure.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: as :func:`model_server_config`.
+    """
+    text = text_format.MessageToString(model_server_config(models))
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(temporary, path)
+    return path
+
+
 def _version_policy_from_proto(entry: model_server_config_pb2.ModelConfig) -> VersionPolicy:
     policy = entry.model_version_policy
     kind = policy.WhichOneof("policy_choice") or "latest"

@@ -37,6 +37,23 @@ def test_reads_model_config_file_with_policies_and_labels(tmp_path):
     assert baseline.version_labels == {"stable": 2}
 
 
+def test_written_model_config_file_reads_back_the_same_models(tmp_path):
+    VersionPolicy, ServedModel = server_config.VersionPolicy, server_config.ServedModel
+    models = [
+        ServedModel("dmi", str(tmp_path / "dmi")),
+        ServedModel("two", str(tmp_path / "two"), VersionPolicy("latest", num_versions=2)),
+        ServedModel("pinned", str(tmp_path / "p"), VersionPolicy("specific", versions=frozenset({5, 2})), {"a": 2}),
+        ServedModel("every", str(tmp_path / "e"), VersionPolicy("all")),
+    ]
+    path = str(tmp_path / "conf" / "models.config")
+    assert server_config.write_model_config_file(path, models) == path
+    assert server_config.read_model_config_file(path) == models
+    assert os.listdir(tmp_path / "conf") == ["models.config"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="duplicate model name"):
+        server_config.write_model_config_file(path, models[:1] * 2)
+    assert server_config.read_model_config_file(path) == models  # the old file is intact
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

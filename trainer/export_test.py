@@ -188,3 +188,12 @@ def test_ids_that_cannot_be_one_line_of_the_asset_are_refused(exported, tmp_path
     vocabulary = Vocabulary((bad,) + data.vocabulary.item_ids[1:], data.vocabulary.counts)
     with pytest.raises(ValueError, match="cannot be served"):
         export.export_servables(model, vocabulary, str(tmp_path), scann=False)
+
+
+def test_scann_parameters_default_to_two_fifths_of_sqrt_n_leaves_or_four_times_the_candidates():
+    # (per_interest = max_top_n + L, leaves = round(sqrt(N)), searched = max(2/5 leaves, 4 x candidates))
+    assert export.scann_parameters(1_000_000, 200, 20) == (220, 1000, 400)
+    assert export.scann_parameters(12_101, 200, 20) == (220, 110, 44)
+    assert export.scann_parameters(1_000, 200, 20) == (220, 32, 29)  # 4 x 220 candidates need 29 of 32
+    assert export.scann_parameters(100, 200, 20) == (100, 10, 10)  # never more than the catalogue or leaves
+    assert export.scann_parameters(1_000_000, 200, 20, leaves=500, leaves_to_search=50) == (220, 500, 50)
