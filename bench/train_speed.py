@@ -26,6 +26,7 @@ of its DMI runs to a converged (early-stopped) model is reported as well; nothin
     python -m bench.train_speed --quick    # 300 measured steps per model
     python -m bench.train_speed --models dmi,remi --catalogues 100000,400000   # + the catalogue sweep
     python -m bench.train_speed --intra-op-threads 2 --inter-op-threads 2      # -> train_speed_threads2x2.json
+    python -m bench.train_speed --tag threads1x1   # the same-conditions 1-thread baseline of a thread study
 """
 
 from __future__ import annotations
@@ -339,6 +340,12 @@ def parse_args(argv: Sequence[str]) -> Any:
         default=[],
         help="also sweep these synthetic catalogue sizes (items, Beauty's length profile), e.g. 100000,400000",
     )
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="appended to the result file's name (e.g. threads1x1: a same-conditions baseline for a thread "
+        "study that must not replace the committed train_speed.json)",
+    )
     common.add_training_arguments(parser, jobs=False)
     return parser.parse_args(argv)
 
@@ -356,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = "train_speed" if args.data == "beauty" else f"train_speed_{args.data}"
     if (args.intra_op_threads, args.inter_op_threads) != (1, 1):  # the default; others compare with it
         stem += f"_threads{args.intra_op_threads}x{args.inter_op_threads}"
+    if args.tag:
+        stem += f"_{args.tag}"
     path = common.result_path(args.out, stem, args.quick)
     dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
     result: dict[str, Any] = {
