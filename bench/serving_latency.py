@@ -61,19 +61,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import numpy as np
 
 from bench import common
 
 if TYPE_CHECKING:
+    import tensorflow as tf
     from matplotlib.axes import Axes
+    from tensorflow_serving.apis.predict_pb2 import PredictRequest, PredictResponse
 
+    from bench.common import Dataset
     from serving.client import RetrievalClient
+    from trainer.config import ModelConfig
     from trainer.model import DMIModel
     from trainer.sequences import Vocabulary
+
+T = TypeVar("T")  # one input of a timed call
 
 MODULE = "bench.serving_latency"
 SERVABLE_NAMES = ("dmi_exact", "dmi")
@@ -102,7 +108,9 @@ CATALOGUE_NOTE = (
 # ----- model and catalogues ----------------------------------------------------------------------------
 
 
-def trained_model(args: Any, dataset: Any | None) -> tuple[Any, Any, Any, dict[str, Any]]:
+def trained_model(
+    args: argparse.Namespace, dataset: Dataset | None
+) -> tuple[ModelConfig, Vocabulary, DMIModel, dict[str, Any]]:
     """``(config, vocabulary, model, info)``: ``--model-dir`` loaded, or a DMI model trained here."""
     from trainer import train as train_lib
 
@@ -123,7 +131,9 @@ def trained_model(args: Any, dataset: Any | None) -> tuple[Any, Any, Any, dict[s
     return result.config, dataset.data.vocabulary, result.model, info
 
 
-def model_and_test_histories(args: Any) -> tuple[Any, Any, Any, Any, dict[str, Any], list[list[str]]]:
+def model_and_test_histories(
+    args: argparse.Namespace,
+) -> tuple[Dataset, ModelConfig, Vocabulary, DMIModel, dict[str, Any], list[list[str]]]:
     """``(dataset, config, vocabulary, model, info, histories)``: :func:`trained_model` and the raw ids of
     the test users' histories as the protocol cuts them, their last L items (the requests of a serving
     benchmark; items a loaded model does not know stay in, as in real traffic)."""
@@ -138,7 +148,9 @@ def model_and_test_histories(args: Any) -> tuple[Any, Any, Any, Any, dict[str, A
     return dataset, config, vocabulary, model, model_info, histories
 
 
-def grown_catalogue(model: Any, vocabulary: Any, num_items: int, seed: int) -> tuple[Any, Any]:
+def grown_catalogue(
+    model: DMIModel, vocabulary: Vocabulary, num_items: int, seed: int
+) -> tuple[DMIModel, Vocabulary]:
     """The trained model with an item table of ``num_items`` rows (see the module docstring)."""
     from trainer.sequences import Vocabulary
     from trainer.train import build_model
@@ -217,7 +229,7 @@ def chunks(histories: Sequence[Sequence[str]], batch: int) -> list[Sequence[Sequ
 # ----- in-process ---------------------------------------------------------------------------------------
 
 
-def string_tensor(histories: Sequence[Sequence[str]]) -> Any:
+def string_tensor(histories: Sequence[Sequence[str]]) -> tf.Tensor:
     import tensorflow as tf
 
     from serving.client import history_array
@@ -225,7 +237,7 @@ def string_tensor(histories: Sequence[Sequence[str]]) -> Any:
     return tf.constant(history_array(histories), dtype=tf.string)
 
 
-def saved_model_function(path: str) -> tuple[Any, Callable[[Any], Any]]:
+def saved_model_function(path: str) -> tuple[object, Callable[[tf.Tensor], dict[str, tf.Tensor]]]:
     """Loads a SavedModel; returns it (keep it alive) and ``history tensor -> outputs`` of serving_default."""
     import tensorflow as tf
 
@@ -240,7 +252,9 @@ def saved_model_function(path: str) -> tuple[Any, Callable[[Any], Any]]:
     return loaded, lambda history: signature(**{contract.HISTORY_INPUT: history}, **options)
 
 
-def servable_function(model: Any, vocabulary: Any, max_top_n: int, leaves: int, searched: int) -> Callable:
+def servable_function(
+    model: DMIModel, vocabulary: Vocabulary, max_top_n: int, leaves: int, searched: int
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """The ScaNN serving graph built in memory (no SavedModel): for the parameter sweep."""
     import tempfile
 
@@ -260,7 +274,7 @@ def servable_function(model: Any, vocabulary: Any, max_top_n: int, leaves: int, 
     return function
 
 
-def top_ids(function: Callable, batches: Sequence[Any]) -> list[np.ndarray]:
+def top_ids(function: Callable[[tf.Tensor], dict[str, tf.Tensor]], batches: Sequence[tf.Tensor]) -> list[np.ndarray]:
     from serving import contract
 
     return [np.asarray(function(batch)[contract.ITEM_IDS_OUTPUT]) for batch in batches]
@@ -277,12 +291,15 @@ def recall_vs_exact(exact: Sequence[np.ndarray], approximate: Sequence[np.ndarra
 
 
 def in_process_latency(
-    function: Callable, single: Sequence[Any], batched: Sequence[Any], duration: float
+    function: Callable[[tf.Tensor], dict[str, tf.Tensor]],
+    single: Sequence[tf.Tensor],
+    batched: Sequence[tf.Tensor],
+    duration: float,
 ) -> dict[str, Any]:
     """Batch-1 and (when ``batched`` is given) batch-32 latency of a serving function called in-process."""
     from serving import contract
 
-    def top(history: Any) -> np.ndarray:
+    def top(history: tf.Tensor) -> np.ndarray:
         return function(history)[contract.ITEM_IDS_OUTPUT].numpy()
 
     out = {}
@@ -294,7 +311,7 @@ def in_process_latency(
 
 
 def _timed_loop(
-    call: Callable[[Any], Any], inputs: Sequence[Any], duration: float, warmup: int = 10
+    call: Callable[[T], object], inputs: Sequence[T], duration: float, warmup: int = 10
 ) -> list[float]:
     """Times sequential calls for ``duration`` seconds (at least 20 calls), after ``warmup`` untimed ones."""
     for i in range(warmup):
@@ -349,7 +366,7 @@ class ServerProcess:
         self.address = ""
         self.startup_seconds = 0.0
         self._process: subprocess.Popen | None = None
-        self._log: Any = None
+        self._log: TextIO | None = None
 
     def command(self, port: int) -> list[str]:
         """The child's command line (after writing the files it reads)."""
@@ -521,7 +538,7 @@ def serve_floor(directory: str, port: int) -> int:
     workers = {f.name: f.default for f in dataclasses.fields(ServerOptions)}["max_workers"]  # the server's
 
     class Floor(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request: Any, context: Any) -> Any:
+        def Predict(self, request: PredictRequest, context: grpc.ServicerContext) -> PredictResponse:
             dims = request.inputs[contract.HISTORY_INPUT].tensor_shape.dim
             return responses.get(dims[0].size if dims else 0, first)
 
@@ -569,7 +586,7 @@ def scoring_floor_latency(
 
 
 @contextlib.contextmanager
-def _blas_threads(threads: int) -> Any:
+def _blas_threads(threads: int) -> Iterator[int | None]:
     """Limits BLAS to ``threads`` (threadpoolctl, when installed); yields the count in use or None."""
     try:
         import threadpoolctl
@@ -584,7 +601,7 @@ def _blas_threads(threads: int) -> Any:
         yield max((i.get("num_threads", 0) for i in info if i.get("user_api") == "blas"), default=None)
 
 
-def predict_requests(name: str, batches: Sequence[Sequence[Sequence[str]]]) -> list[Any]:
+def predict_requests(name: str, batches: Sequence[Sequence[Sequence[str]]]) -> list[PredictRequest]:
     """Prebuilt ``PredictRequest`` messages for ``serving_default`` with ``top_n`` = 50 (the client's own)."""
     from serving.client import predict_request
 
@@ -598,7 +615,7 @@ def client_for(address: str) -> RetrievalClient:
     return RetrievalClient(address, "", timeout_s=60.0)
 
 
-def grpc_latency(address: str, requests: Sequence[Any], duration: float) -> dict[str, Any]:
+def grpc_latency(address: str, requests: Sequence[PredictRequest], duration: float) -> dict[str, Any]:
     """Sequential requests on one channel for ``duration`` seconds (after 20 warm-up requests)."""
     from serving import contract
 
@@ -612,7 +629,9 @@ def grpc_latency(address: str, requests: Sequence[Any], duration: float) -> dict
     return common.latency_summary(seconds)
 
 
-def grpc_throughput(address: str, requests: Sequence[Any], clients: int, duration: float) -> dict[str, Any]:
+def grpc_throughput(
+    address: str, requests: Sequence[PredictRequest], clients: int, duration: float
+) -> dict[str, Any]:
     """``clients`` threads, each with its own channel, sending back-to-back for ``duration`` seconds."""
     from serving import contract
 
@@ -677,9 +696,9 @@ class Inputs:
       batched_raw: the batch-32 histories as raw ids.
     """
 
-    single: list[Any]
-    batched: list[Any]
-    recall: list[Any]
+    single: list[tf.Tensor]
+    batched: list[tf.Tensor]
+    recall: list[tf.Tensor]
     single_raw: list[list[Sequence[str]]]
     batched_raw: list[Sequence[Sequence[str]]]
 
@@ -719,7 +738,7 @@ def measure_saved_models(
     }
     interests = loaded["dmi_exact"][0].signatures[contract.INTERESTS_SIGNATURE]
 
-    def tower(history: Any) -> np.ndarray:
+    def tower(history: tf.Tensor) -> np.ndarray:
         return interests(**{contract.HISTORY_INPUT: history})[contract.INTERESTS_OUTPUT].numpy()
 
     seconds = _timed_loop(tower, inputs.single, duration)
@@ -736,8 +755,8 @@ def measure_saved_models(
 
 
 def sweep_scann(
-    model: Any,
-    vocabulary: Any,
+    model: DMIModel,
+    vocabulary: Vocabulary,
     max_top_n: int,
     grid: Sequence[tuple[int, int]],
     inputs: Inputs,
@@ -776,7 +795,7 @@ def measure_grpc(
     inputs: Inputs,
     log_path: str,
     threads: tuple[int, int],
-    args: Any,
+    args: argparse.Namespace,
     floor_ids: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Serves the layout from a child ``dmirec serve`` and measures each servable through gRPC.
@@ -798,7 +817,7 @@ def measure_grpc(
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(ServerProcess(layout, log_path, threads))
         out["server_startup_seconds"] = round(server.startup_seconds, 1)
-        targets: dict[str, tuple[str, dict[str, list[Any]]]] = {
+        targets: dict[str, tuple[str, dict[str, list[PredictRequest]]]] = {
             name: (server.address, requests[name]) for name in SERVABLE_NAMES
         }
         if floor_ids is not None:
@@ -845,10 +864,10 @@ def _ratio(value: float, floor: float) -> float | None:
 
 def measure_catalogue(
     label: str,
-    model: Any,
-    vocabulary: Any,
+    model: DMIModel,
+    vocabulary: Vocabulary,
     histories: Sequence[Sequence[str]],
-    args: Any,
+    args: argparse.Namespace,
     note: str | None = None,
     grown: bool = False,
 ) -> dict[str, Any]:
@@ -1034,7 +1053,7 @@ def _choose(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 # ----- report -------------------------------------------------------------------------------------------
 
 
-def _target(text: str, value: Any, reached: bool) -> dict[str, Any]:
+def _target(text: str, value: float | str, reached: bool) -> dict[str, Any]:
     """One row of :func:`targets`."""
     return {"target": text, "value": value, "reached": reached}
 
@@ -1127,7 +1146,7 @@ def latency_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
     header = ["catalogue", "servable", "path", "batch", "p50 ms", "p50 / floor", "p95 ms", "p99 ms", "requests"]
     rows = []
 
-    def row(label: str, name: str, path: str, batch: str, s: Mapping[str, Any], ratio: Any) -> list[Any]:
+    def row(label: str, name: str, path: str, batch: str, s: Mapping[str, Any], ratio: float | None) -> list[str | int]:
         return [
             label, name, path, batch.split("_")[1], f"{s['p50_ms']:.2f}",
             "-" if ratio is None else f"{ratio:.2f}x", f"{s['p95_ms']:.2f}", f"{s['p99_ms']:.2f}", s["count"],
@@ -1296,7 +1315,7 @@ def parse_sweep(text: str) -> list[tuple[int, int]]:
     return pairs
 
 
-def parse_args(argv: Sequence[str]) -> Any:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = common.base_parser(MODULE, __doc__)
     common.add_data_arguments(parser)
     add = parser.add_argument
