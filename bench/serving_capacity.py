@@ -220,8 +220,14 @@ def plot(result: Mapping[str, Any], path: str) -> str:
             [p["offered_per_s"] for p in probes], [p["latency"]["p99_ms"] for p in probes], "o-", label=label
         )
     axis.axhline(result["settings"]["p99_ms"], color="grey", linestyle="--", label="p99 bound")
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
     axis.set_xscale("log")
     axis.set_yscale("log")
+    for scale in (axis.xaxis, axis.yaxis):
+        scale.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        scale.set_major_formatter(ScalarFormatter())
+        scale.set_minor_formatter(NullFormatter())
     axis.set_xlabel("offered requests/s (open loop, batch 1)")
     axis.set_ylabel("p99 latency, ms (from the due time)")
     axis.set_title(f"{result['settings']['clients']} clients on loopback")
