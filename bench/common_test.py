@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench import common, report, reproduce, serving_latency
+from bench import common, report, reproduce
 
 
 def test_summarize_mean_and_sample_std():
@@ -56,24 +56,6 @@ def test_argument_parsers():
     assert parse("b,a") == ["b", "a"]
     with pytest.raises(argparse.ArgumentTypeError):
         parse("c")
-    assert serving_latency.parse_sweep("1000:50,2000:100") == [(1000, 50), (2000, 100)]
-    assert serving_latency.size_label(1_000_000) == "1m"
-    assert serving_latency.size_label(20_000) == "20k"
-
-
-def test_default_scann_parameters_follow_the_export_rule():
-    # Two fifths of sqrt(N) partitions, or enough to hold four times the candidates (trainer.export).
-    assert serving_latency.default_scann_parameters(1_000_000, 200, 20) == (1000, 400)
-    assert serving_latency.default_scann_parameters(12_101, 200, 20) == (110, 44)
-    assert serving_latency.default_scann_parameters(1_000, 200, 20) == (32, 29)
-
-
-def test_recall_vs_exact():
-    import numpy as np
-
-    exact = [np.array([[b"a", b"b"], [b"c", b"d"]])]
-    approximate = [np.array([[b"b", b"x"], [b"c", b"d"]])]
-    assert serving_latency.recall_vs_exact(exact, approximate) == pytest.approx(0.75)
 
 
 def _fake_reproduce(quick: bool) -> dict:
