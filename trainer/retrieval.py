@@ -20,6 +20,17 @@ import numpy as np
 import tensorflow as tf
 
 
+ITEM_MAJOR_MAX_COLUMNS = 32
+"""The most query vectors (batch x interests) scored item-major by :func:`score_items`.
+
+Both layouts compute the same numbers. With few query vectors, ``(N, d) x (d, B*K)`` (one pass over the
+item table, a thin output per item) is 1.6-2.2x faster on CPU than the batched ``(B, K, d) x (d, N)``
+(measured under XLA at one thread: 12,101 items, batch 1: 1.5 vs 2.8 ms with ranking; 1M items: 43 vs
+97 ms); from about 64 query vectors the batched product is faster (batch 32: 10.5 vs 15.0 ms). See
+docs/performance.md, "Exact scoring".
+"""
+
+
 def _check_rank(tensor: tf.Tensor, rank: int, name: str, layout: str) -> None:
     """Raises ValueError unless ``tensor`` has the static rank ``rank``."""
     if tensor.shape.rank is None:
@@ -51,7 +62,31 @@ def score_items(user_interests: tf.Tensor, item_embeddings: tf.Tensor) -> tf.Ten
             f"Embedding sizes differ: user_interests has dim {dim} (shape {user_interests.shape}) "
             f"but item_embeddings has dim {item_dim} (shape {item_embeddings.shape})."
         )
-    # (B, K, d) x (N, d)^T -> (B, K, N): one batched matmul, then the max over interests.
+    batch, interests = user_interests.shape[0], user_interests.shape[1]
+    if batch is not None and interests is not None:
+        layout = _item_major if batch * interests <= ITEM_MAJOR_MAX_COLUMNS else _user_major
+        return layout(user_interests, item_embeddings)
+    # Batch unknown while tracing: the branch is chosen at run time (under XLA, where every executable has
+    # a static batch, the predicate is a constant and only one branch is compiled in).
+    columns = tf.shape(user_interests)[0] * tf.shape(user_interests)[1]
+    return tf.cond(
+        columns <= ITEM_MAJOR_MAX_COLUMNS,
+        lambda: _item_major(user_interests, item_embeddings),
+        lambda: _user_major(user_interests, item_embeddings),
+    )
+
+
+def _item_major(user_interests: tf.Tensor, item_embeddings: tf.Tensor) -> tf.Tensor:
+    """``score_items`` as ``(N, d) x (d, B*K)``, the max over each user's ``K`` columns, transposed."""
+    batch, interests = tf.shape(user_interests)[0], tf.shape(user_interests)[1]
+    queries = tf.reshape(user_interests, [batch * interests, tf.shape(user_interests)[2]])
+    per_item = tf.linalg.matmul(item_embeddings, queries, transpose_b=True)  # (N, B*K)
+    best = tf.reduce_max(tf.reshape(per_item, [-1, batch, interests]), axis=2)  # (N, B)
+    return tf.transpose(best)
+
+
+def _user_major(user_interests: tf.Tensor, item_embeddings: tf.Tensor) -> tf.Tensor:
+    """``score_items`` as the batched ``(B, K, d) x (N, d)^T -> (B, K, N)``, then the max over interests."""
     per_interest = tf.linalg.matmul(user_interests, item_embeddings, transpose_b=True)
     return tf.reduce_max(per_interest, axis=1)
 

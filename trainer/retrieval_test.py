@@ -79,12 +79,25 @@ def test_score_items_by_hand():
     np.testing.assert_allclose(score_items(user, items).numpy(), [[3.0, -1.0, 8.0]])
 
 
-def test_score_items_matches_numpy():
-    user_interests, item_embeddings = _random_case(0)
+@pytest.mark.parametrize("batch", [1, 6, 40])  # 40 x 4 interests: past ITEM_MAJOR_MAX_COLUMNS
+def test_score_items_matches_numpy(batch):
+    rng = np.random.default_rng(batch)
+    user_interests = rng.standard_normal((batch, 4, 8)).astype(np.float32)
+    item_embeddings = rng.standard_normal((300, 8)).astype(np.float32)
     expected = np.einsum("bkd,nd->bkn", user_interests, item_embeddings).max(axis=1)
     np.testing.assert_allclose(
         score_items(user_interests, item_embeddings).numpy(), expected, rtol=1e-5, atol=1e-5
     )
+    # Traced with an unknown batch (the exported functions' signature), eagerly and under XLA.
+    for jit_compile in (False, True):
+        traced = tf.function(
+            score_items,
+            input_signature=[tf.TensorSpec([None, 4, 8], tf.float32), tf.TensorSpec([300, 8], tf.float32)],
+            jit_compile=jit_compile,
+        )
+        np.testing.assert_allclose(
+            traced(user_interests, item_embeddings).numpy(), expected, rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
