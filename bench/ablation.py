@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench import common
+from bench import arguments, datasets, plots, references, run_record, summaries
 from bench.reproduce import RunSpec, reusable_runs, train_and_test
 
 MODULE = "bench.ablation"
@@ -48,24 +48,27 @@ def table_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["variant", "R@50", "ND@50", "Improv. (R@50)", "paper Book R@50", "ND@50", "Improv."]
     variants = result["variants"]
     base = variants.get(BASELINE, {}).get("recall@50", {}).get("mean")
-    paper_base = common.PAPER_TABLE3_BOOK[BASELINE]["recall@50"]
+    paper_base = references.PAPER_TABLE3_BOOK[BASELINE]["recall@50"]
     rows = []
     for label in VARIANTS:
         if label not in variants:
             continue
         entry = variants[label]
         mean = entry["recall@50"]["mean"]
-        paper = common.PAPER_TABLE3_BOOK.get(label, {})
+        paper = references.PAPER_TABLE3_BOOK.get(label, {})
         rows.append(
             [
                 label,
-                common.format_stat(entry["recall@50"]),
-                common.format_stat(entry["ndcg@50"]),
-                "—" if label == BASELINE or not base else common.format_percent(mean / base - 1),
-                common.format_number(paper.get("recall@50")),
-                common.format_number(paper.get("ndcg@50")),
-                "—" if label == BASELINE or not paper
-                else common.format_percent(paper["recall@50"] / paper_base - 1),
+                summaries.format_stat(entry["recall@50"]),
+                summaries.format_stat(entry["ndcg@50"]),
+                "—" if label == BASELINE or not base else summaries.format_percent(mean / base - 1),
+                summaries.format_number(paper.get("recall@50")),
+                summaries.format_number(paper.get("ndcg@50")),
+                (
+                    "—"
+                    if label == BASELINE or not paper
+                    else summaries.format_percent(paper["recall@50"] / paper_base - 1)
+                ),
             ]
         )
     return header, rows
@@ -73,7 +76,7 @@ def table_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def plot(result: Mapping[str, Any], path: str) -> str:
     """Recall@50 per variant (error bars: std over seeds when there are several)."""
-    plt = common.pyplot()
+    plt = plots.pyplot()
     labels = [label for label in VARIANTS if label in result["variants"]]
     means = [result["variants"][label]["recall@50"]["mean"] for label in labels]
     stds = [result["variants"][label]["recall@50"]["std"] or 0.0 for label in labels]
@@ -85,15 +88,15 @@ def plot(result: Mapping[str, Any], path: str) -> str:
     mode = "quick" if result["quick"] else "full"
     axis.set_title(f"Ablation on {result['data']['name']} ({mode} schedule)")
     axis.grid(axis="y", alpha=0.3)
-    return common.save_figure(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def parse_args(argv: Sequence[str]) -> Any:
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
     parser.add_argument(
         "--variants",
-        type=common.parse_name_list(tuple(VARIANTS)),
+        type=arguments.parse_name_list(tuple(VARIANTS)),
         default=list(VARIANTS),
         help=f"comma-separated variants (default: {','.join(VARIANTS)})",
     )
@@ -101,7 +104,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     parser.add_argument(
         "--resume", action="store_true", help="keep the runs of an existing result file with the same config"
     )
-    common.add_training_arguments(parser)
+    arguments.add_training_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -109,16 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    threads = common.configure_threads(args)
+    threads = arguments.configure_threads(args)
     from trainer.config import parse_overrides
 
-    base_schedule = dict(QUICK_STEPS) if args.quick else common.schedule(args.data, False)
+    base_schedule = dict(QUICK_STEPS) if args.quick else datasets.schedule(args.data, False)
     overrides = {**base_schedule, **parse_overrides(args.set)}
     stem = "ablation" if args.data == "beauty" else f"ablation_{args.data}"
-    path = common.result_path(args.out, stem, args.quick)
-    dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
+    path = run_record.result_path(args.out, stem, args.quick)
+    dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
     result: dict[str, Any] = {
-        **common.run_metadata(MODULE, argv, args.quick),
+        **run_record.run_metadata(MODULE, argv, args.quick),
         "data": dataset.describe(),
         "schedule_and_overrides": overrides,
         "threads": threads,
@@ -126,34 +129,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ndcg": "rank order, IDCG over the number of hits (protocol.md)",
         "variants": {},
     }
-    previous = common.read_json(path) if args.resume else None
+    previous = run_record.read_json(path) if args.resume else None
     if previous:
         result["variants"] = {k: v for k, v in previous.get("variants", {}).items() if k in args.variants}
     seeds = tuple(range(args.seeds))
     specs = [RunSpec(label, VARIANTS[label], overrides, seeds) for label in args.variants]
-    reproduced = common.read_json(common.result_path(args.out, "reproduce", args.quick))
+    reproduced = run_record.read_json(run_record.result_path(args.out, "reproduce", args.quick))
     for spec in specs:
         reused = reusable_runs(reproduced, spec, result["data"])
         if reused and spec.label not in result["variants"]:
             result["variants"][spec.label] = reused
-            common.log(
+            run_record.log(
                 f"{spec.label}: reusing {len(reused['runs'])} run(s) of the reproduction (same config)"
             )
     train_and_test(
         specs,
         dataset.data,
         result["variants"],
-        save=lambda: common.write_json(path, result),
+        save=lambda: run_record.write_json(path, result),
         jobs=args.jobs,
         threads=threads,
     )
     result["variants"] = {label: result["variants"][label] for label in args.variants}
-    result["figure"] = os.path.basename(plot(result, common.result_path(args.out, stem, args.quick, ".png")))
-    common.finish_metadata(result, started)
-    common.write_json(path, result)
+    result["figure"] = os.path.basename(
+        plot(result, run_record.result_path(args.out, stem, args.quick, ".png"))
+    )
+    run_record.finish_metadata(result, started)
+    run_record.write_json(path, result)
 
     print(f"\nAblation on {args.data} ({overrides}); NDCG in rank order")
-    print(common.text_table(*table_rows(result)))
+    print(summaries.text_table(*table_rows(result)))
     print("The paper's Table 3 has no Beauty column; its Book numbers are shown for reference.")
     print(f"wrote {path}")
     return 0

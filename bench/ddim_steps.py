@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench import common
+from bench import arguments, datasets, plots, references, run_record, summaries, timing, training
 from bench.reproduce import RunSpec, train_and_test
 
 MODULE = "bench.ddim_steps"
@@ -70,7 +70,7 @@ def sweep_sampling_steps(
                 lambda h, m=clone: m.user_interests(h), input_signature=[spec], autograph=False
             )
         label = "no refinement" if s == 0 else f"S={s}"
-        common.log(f"{label}: test recall@50 {metrics['recall@50']:.4f}")
+        run_record.log(f"{label}: test recall@50 {metrics['recall@50']:.4f}")
         rows.append({"sampling_steps": s, "label": label, "test": metrics})
         functions.append(interests)
     seconds: list[list[float]] = [[] for _ in rows]
@@ -78,10 +78,10 @@ def sweep_sampling_steps(
     for round_ in range(rounds):
         for row, function, samples in zip(rows, functions, seconds):
             inputs = histories[round_ * per_round :] or histories
-            samples += common.time_calls(function, inputs, per_round, warmup=2 if round_ else 20)
+            samples += timing.time_calls(function, inputs, per_round, warmup=2 if round_ else 20)
     for row, samples in zip(rows, seconds):
-        row["latency_batch1"] = common.latency_summary(samples)
-        common.log(f"{row['label']}: p50 {row['latency_batch1']['p50_ms']:.2f} ms")
+        row["latency_batch1"] = timing.latency_summary(samples)
+        run_record.log(f"{row['label']}: p50 {row['latency_batch1']['p50_ms']:.2f} ms")
     return rows
 
 
@@ -110,15 +110,15 @@ def interests_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]
     rows = []
     for label, entry in result.get("num_interests", {}).items():
         k = int(label.split("=")[1])
-        paper = common.PAPER_TABLE5_BEAUTY.get(k, {})
+        paper = references.PAPER_TABLE5_BEAUTY.get(k, {})
         rows.append(
             [
                 k,
-                common.format_stat(entry["recall@50"]),
-                common.format_stat(entry["ndcg@50"]),
+                summaries.format_stat(entry["recall@50"]),
+                summaries.format_stat(entry["ndcg@50"]),
                 ",".join(str(run["best_step"]) for run in entry["runs"]),
-                common.format_number(paper.get("recall@50")),
-                common.format_number(paper.get("ndcg@50")),
+                summaries.format_number(paper.get("recall@50")),
+                summaries.format_number(paper.get("ndcg@50")),
             ]
         )
     return header, rows
@@ -126,7 +126,7 @@ def interests_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]
 
 def plot(result: Mapping[str, Any], path: str) -> str:
     """Left: Recall@50 and batch-1 latency against S. Right: Recall@50 against K, with the paper's."""
-    plt = common.pyplot()
+    plt = plots.pyplot()
     has_k = bool(result.get("num_interests"))
     figure, axes = plt.subplots(1, 2 if has_k else 1, figsize=(11 if has_k else 6, 3.8), squeeze=False)
     axis = axes[0][0]
@@ -149,8 +149,8 @@ def plot(result: Mapping[str, Any], path: str) -> str:
         ks = [int(label.split("=")[1]) for label in result["num_interests"]]
         ours = [entry["recall@50"]["mean"] for entry in result["num_interests"].values()]
         axis.plot(ks, ours, "o-", label="ours (test)")
-        paper_ks = sorted(common.PAPER_TABLE5_BEAUTY)
-        paper = [common.PAPER_TABLE5_BEAUTY[k]["recall@50"] for k in paper_ks]
+        paper_ks = sorted(references.PAPER_TABLE5_BEAUTY)
+        paper = [references.PAPER_TABLE5_BEAUTY[k]["recall@50"] for k in paper_ks]
         axis.plot(paper_ks, paper, "s--", label="paper (Beauty)")
         axis.set_xlabel("number of interests K")
         axis.set_ylabel("Recall@50")
@@ -159,29 +159,29 @@ def plot(result: Mapping[str, Any], path: str) -> str:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    return common.save_figure(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def parse_args(argv: Sequence[str]) -> Any:
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
     parser.add_argument("--model-dir", help="a trained dmi model directory (dmirec train --out) for part 1")
     parser.add_argument(
         "--steps",
-        type=common.parse_int_list,
+        type=arguments.parse_int_list,
         default=list(DEFAULT_STEPS),
         help="DDIM sampling steps S to try; T (the model's diffusion_steps) is always added "
         "(default 1,2,5,10)",
     )
     parser.add_argument(
         "--interests",
-        type=common.parse_int_list,
+        type=arguments.parse_int_list,
         default=list(DEFAULT_INTERESTS),
         help="K values of part 2 (default 2,4,6,8)",
     )
     parser.add_argument("--skip-k-sweep", action="store_true", help="run part 1 only")
     parser.add_argument("--requests", type=int, help="timed batch-1 calls per S (default 500; --quick: 200)")
-    common.add_training_arguments(parser)
+    arguments.add_training_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -189,19 +189,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    threads = common.configure_threads(args)
+    threads = arguments.configure_threads(args)
     from trainer import sequences
     from trainer import train as train_lib
     from trainer.config import parse_overrides
 
     overrides = {
-        **(dict(QUICK_SCHEDULE) if args.quick else common.schedule(args.data, False)),
+        **(dict(QUICK_SCHEDULE) if args.quick else datasets.schedule(args.data, False)),
         **parse_overrides(args.set),
     }
     stem = "ddim_steps" if args.data == "beauty" else f"ddim_steps_{args.data}"
-    path = common.result_path(args.out, stem, args.quick)
+    path = run_record.result_path(args.out, stem, args.quick)
     result: dict[str, Any] = {
-        **common.run_metadata(MODULE, argv, args.quick),
+        **run_record.run_metadata(MODULE, argv, args.quick),
         "threads": threads,
         "schedule_and_overrides": overrides,
         "ndcg": "rank order, IDCG over the number of hits (protocol.md)",
@@ -210,13 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     k_results: dict[str, Any] = {}
     if args.model_dir:
         config, vocabulary, model = train_lib.load_model(args.model_dir)
-        dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
+        dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
         result["model"] = {"source": os.path.abspath(args.model_dir), "config": dataclasses.asdict(config)}
     else:
-        dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
+        dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
         out_dir = os.path.join(args.work_dir, f"{stem}{'_quick' if args.quick else ''}", "dmi")
-        common.log(f"training dmi ({overrides}) into {out_dir}")
-        trained, record = common.train_run("dmi", dataset.data, overrides, seed=0, out_dir=out_dir)
+        run_record.log(f"training dmi ({overrides}) into {out_dir}")
+        trained, record = training.train_run("dmi", dataset.data, overrides, seed=0, out_dir=out_dir)
         model, vocabulary, config = trained.model, dataset.data.vocabulary, trained.config
         result["model"] = {
             "source": f"trained here ({out_dir})",
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.num_interests in args.interests:
             k_results[f"K={config.num_interests}"] = {
                 "model": "dmi",
-                "config": common.config_dict("dmi", overrides),
+                "config": training.config_dict("dmi", overrides),
                 "runs": [record],
             }
     if not getattr(getattr(model, "config", None), "diffusion", False):
@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in 5 interleaved rounds, after 20 warm-up calls"
     )
     result["sampling_steps"] = sweep_sampling_steps(model, vocabulary, test_set, steps, requests)
-    common.write_json(path, result)
+    run_record.write_json(path, result)
 
     if not args.skip_k_sweep:
         specs = [RunSpec(f"K={k}", "dmi", {**overrides, "num_interests": k}, (0,)) for k in args.interests]
@@ -249,21 +249,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs,
             dataset.data,
             k_results,
-            save=lambda: common.write_json(path, result),
+            save=lambda: run_record.write_json(path, result),
             jobs=args.jobs,
             threads=threads,
         )
         result["num_interests"] = {spec.label: k_results[spec.label] for spec in specs}
-        result["paper_table5_beauty"] = common.PAPER_TABLE5_BEAUTY
-    result["figure"] = os.path.basename(plot(result, common.result_path(args.out, stem, args.quick, ".png")))
-    common.finish_metadata(result, started)
-    common.write_json(path, result)
+        result["paper_table5_beauty"] = references.PAPER_TABLE5_BEAUTY
+    result["figure"] = os.path.basename(
+        plot(result, run_record.result_path(args.out, stem, args.quick, ".png"))
+    )
+    run_record.finish_metadata(result, started)
+    run_record.write_json(path, result)
 
     print(f"\nDDIM sampling steps at serving ({result['model']['source']}); NDCG in rank order")
-    print(common.text_table(*steps_rows(result)))
+    print(summaries.text_table(*steps_rows(result)))
     if result.get("num_interests"):
         print(f"\nNumber of interests K ({overrides})")
-        print(common.text_table(*interests_rows(result)))
+        print(summaries.text_table(*interests_rows(result)))
     print(f"wrote {path}")
     return 0
 

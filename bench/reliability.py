@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench import common, serving_latency
+from bench import arguments, run_record, serving_latency, timing
 
 if TYPE_CHECKING:
     from tensorflow_serving.apis.predict_pb2 import PredictRequest
@@ -150,10 +150,14 @@ def batch_sizes(server: Any, histories: list[list[str]], max_rows: int, seed: in
     worst = max(sizes, key=lambda n: first[n] - repeat[n])
     return {
         "sizes": f"1..{max_rows}",
-        "first_call": common.latency_summary(list(first.values())),
-        "repeat_call": common.latency_summary(list(repeat.values())),
+        "first_call": timing.latency_summary(list(first.values())),
+        "repeat_call": timing.latency_summary(list(repeat.values())),
         "max_first_over_repeat": round(max(ratios), 2),
-        "worst_size": {"rows": worst, "first_ms": round(first[worst] * 1e3, 2), "repeat_ms": round(repeat[worst] * 1e3, 2)},
+        "worst_size": {
+            "rows": worst,
+            "first_ms": round(first[worst] * 1e3, 2),
+            "repeat_ms": round(repeat[worst] * 1e3, 2),
+        },
         "server_memory": memory,
     }
 
@@ -204,7 +208,7 @@ def _clients_while(
         "failed": sum(failures.values()),
         "failures": dict(failures),
         "requests_per_s": round((len(latencies) + sum(failures.values())) / elapsed, 1),
-        "latency": common.latency_summary(latencies),
+        "latency": timing.latency_summary(latencies),
         "answered_by_version": {str(v): n for v, n in sorted(versions.items())},
     }
 
@@ -311,7 +315,9 @@ def faults(server: Any, version_dir: str, serving_base: str, export_dir: str, se
     pushes = f"from trainer.push import push_servables\nwhile True: push_servables({export_dir!r}, {serving_base!r})\n"
     for _ in range(4):
         before = len(scan_versions(base))
-        process = subprocess.Popen([sys.executable, "-c", pushes], cwd=common.REPO_ROOT, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-c", pushes], cwd=run_record.REPO_ROOT, stderr=subprocess.DEVNULL
+        )
         _wait(lambda: len(scan_versions(base)) > before, 300)
         time.sleep(float(rng.uniform(0.0, 0.5)))
         process.send_signal(signal.SIGKILL)
@@ -361,10 +367,10 @@ def killed_server(layout: dict[str, str], log_path: str, threads: tuple[int, int
 
 
 def parse_args(argv: Sequence[str]) -> Any:
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
     add = parser.add_argument
-    common.add_model_arguments(parser)
+    arguments.add_model_arguments(parser)
     add("--requests", type=int, help="hostile requests (default 1800; --quick 600)")
     add("--max-rows", type=int, help="largest batch size of phase 2 (default 130; --quick 40)")
     add("--clients", type=int, default=32, help="concurrent clients of the load phase (default 32)")
@@ -382,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    path = common.result_path(args.out, "reliability", args.quick)
+    path = run_record.result_path(args.out, "reliability", args.quick)
     dataset, _, vocabulary, model, model_info, histories = serving_latency.model_and_test_histories(args)
     histories = histories[:2000]
     work = os.path.join(args.work_dir, "reliability")
@@ -394,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pristine = os.path.join(work, "pristine")  # an export directory to push from (push_servables' input)
     shutil.copytree(layout[NAME], os.path.join(pristine, NAME))
     result: dict[str, Any] = {
-        **common.run_metadata(MODULE, argv, args.quick),
+        **run_record.run_metadata(MODULE, argv, args.quick),
         "data": dataset.describe(),
         "model": {**model_info, "export": export_info},
         "server": "dmirec serve in a child process on 127.0.0.1, default request limits, polling every "
@@ -405,30 +411,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     single = serving_latency.predict_requests(NAME, [[h] for h in histories[:256]])
     log_dir = os.path.join(work, "logs")
     os.makedirs(log_dir)
-    with serving_latency.ServerProcess(layout, os.path.join(log_dir, "server.log"), threads, poll_s=0.5) as server:
+    with serving_latency.ServerProcess(
+        layout, os.path.join(log_dir, "server.log"), threads, poll_s=0.5
+    ) as server:
         result["startup_s"] = round(server.startup_seconds, 1)
         phases = result["phases"]
-        common.log(f"fuzz: {args.requests} hostile requests")
+        run_record.log(f"fuzz: {args.requests} hostile requests")
         phases["fuzz"] = fuzz(server, list(vocabulary.item_ids[:200]), args.requests, args.seed, single[0])
-        common.write_json(path, result)
-        common.log(f"batch sizes 1..{args.max_rows}")
+        run_record.write_json(path, result)
+        run_record.log(f"batch sizes 1..{args.max_rows}")
         phases["batch_sizes"] = batch_sizes(server, histories, args.max_rows, args.seed)
-        common.log(f"load: {args.clients} clients for {args.duration:.0f} s")
+        run_record.log(f"load: {args.clients} clients for {args.duration:.0f} s")
         deadline = time.perf_counter() + args.duration
         phases["load"] = _clients_while(
             server.address, single, args.clients, lambda: time.perf_counter() > deadline, args.duration + 5
         )
-        common.write_json(path, result)
-        common.log("hot swap under load")
+        run_record.write_json(path, result)
+        run_record.log("hot swap under load")
         phases["hot_swap"] = hot_swap(server, pristine, serving_base, single)
-        common.log("faults")
+        run_record.log("faults")
         phases["faults"] = faults(server, layout[NAME], serving_base, pristine, args.seed)
-        common.write_json(path, result)
-    common.log("kill -9 of the server during a load")
+        run_record.write_json(path, result)
+    run_record.log("kill -9 of the server during a load")
     phases["faults"]["killed_server"] = killed_server(layout, os.path.join(log_dir, "killed.log"), threads)
     result["summary"] = summary(result)
-    common.finish_metadata(result, started)
-    common.write_json(path, result)
+    run_record.finish_metadata(result, started)
+    run_record.write_json(path, result)
     for line in summary_lines(result):
         print(line)
     print(f"wrote {path}")

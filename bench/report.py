@@ -15,9 +15,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench import common
+from bench import references, run_record, summaries
 
-DOCS_PATH = os.path.join(common.REPO_ROOT, "docs", "results.md")
+DOCS_PATH = os.path.join(run_record.REPO_ROOT, "docs", "results.md")
 # (stem, title) in document order.
 SECTIONS = (
     ("tuning", "Hyperparameter search for dmi (validation users only)"),
@@ -38,8 +38,8 @@ QUICK_WARNING = (
 def load(results_dir: str, stem: str) -> tuple[dict[str, Any] | None, str | None]:
     """The full result of ``stem`` if present, else the quick one; and its file name."""
     for quick in (False, True):
-        path = common.result_path(results_dir, stem, quick)
-        value = common.read_json(path)
+        path = run_record.result_path(results_dir, stem, quick)
+        value = run_record.read_json(path)
         if value is not None:
             return value, os.path.basename(path)
     return None, None
@@ -83,7 +83,7 @@ def section_reproduce(result: Mapping[str, Any], paper: bool) -> list[str]:
         f"`{result.get('schedule_and_overrides')}`. Test metrics, mean ± sample std over seeds (no ± for a "
         "single seed).",
         "",
-        common.markdown_table(*reproduce.table_rows(result, paper)),
+        summaries.markdown_table(*reproduce.table_rows(result, paper)),
         "",
     ]
     if paper:
@@ -101,7 +101,14 @@ def section_reproduce(result: Mapping[str, Any], paper: bool) -> list[str]:
             "models are within run-to-run noise; more seeds (`--seeds 3`) give the std.",
             "",
         ]
-    lines += [common.NDCG_NOTE, "", "Runs:", "", common.markdown_table(*reproduce.run_rows(result)), ""]
+    lines += [
+        references.NDCG_NOTE,
+        "",
+        "Runs:",
+        "",
+        summaries.markdown_table(*reproduce.run_rows(result)),
+        "",
+    ]
     return lines
 
 
@@ -109,17 +116,17 @@ def section_tuning(result: Mapping[str, Any]) -> list[str]:
     from bench import tune
 
     trials = sorted(result["trials"].items(), key=lambda item: -item[1]["val_recall@50"]["mean"])
-    summaries = {name: tune.refinement_summary(entry) for name, entry in trials}
+    refinements = {name: tune.refinement_summary(entry) for name, entry in trials}
     rows = [
         [
             f"`{name}`",
             entry["model"],
             ", ".join(f"{k}={v}" for k, v in tune.changes_from_paper(entry["model"], entry["config"]).items())
             or ("the paper's setting" if entry["model"] == "dmi" else "preset"),
-            common.format_stat(entry["val_recall@50"]),
-            common.format_stat(entry["val_hit_rate@50"]),
-            common.format_number(summaries[name]["val_coarse_recall@50"]),
-            common.format_number(summaries[name]["refinement_size"], 3),
+            summaries.format_stat(entry["val_recall@50"]),
+            summaries.format_stat(entry["val_hit_rate@50"]),
+            summaries.format_number(refinements[name]["val_coarse_recall@50"]),
+            summaries.format_number(refinements[name]["refinement_size"], 3),
             ", ".join(str(run["best_step"]) for run in entry["runs"]),
             len(entry["runs"]),
         ]
@@ -133,7 +140,7 @@ def section_tuning(result: Mapping[str, Any]) -> list[str]:
         "the paper leaves the denoiser's layout open). `python -m bench.tune` reruns the whole search "
         f"(this file accumulated {len(result.get('invocations', [])) or 1} invocation(s)).",
         "",
-        common.markdown_table(
+        summaries.markdown_table(
             [
                 "trial",
                 "model",
@@ -168,7 +175,7 @@ def section_ablation(result: Mapping[str, Any]) -> list[str]:
         "(dmi-diff is the `remi` variant). Test metric@50, NDCG in rank order. The paper's Table 3 has no "
         "Beauty column; its Book numbers are shown for reference only.",
         "",
-        common.markdown_table(*ablation.table_rows(result)),
+        summaries.markdown_table(*ablation.table_rows(result)),
         "",
     ]
 
@@ -179,7 +186,7 @@ def section_ddim(result: Mapping[str, Any]) -> list[str]:
     lines = [
         f"Model: {result['model']['source']}. Latency: {result.get('latency_note')}. NDCG in rank order.",
         "",
-        common.markdown_table(*ddim_steps.steps_rows(result)),
+        summaries.markdown_table(*ddim_steps.steps_rows(result)),
         "",
     ]
     if result.get("num_interests"):
@@ -187,7 +194,7 @@ def section_ddim(result: Mapping[str, Any]) -> list[str]:
             f"Number of interests K (one model per K, schedule `{result.get('schedule_and_overrides')}`), "
             "beside the paper's Table 5 (Beauty):",
             "",
-            common.markdown_table(*ddim_steps.interests_rows(result)),
+            summaries.markdown_table(*ddim_steps.interests_rows(result)),
             "",
         ]
     return lines
@@ -202,7 +209,7 @@ def section_speed(result: Mapping[str, Any]) -> list[str]:
         f"{result['measured_periods']} x {result['period_steps']} measured steps per model (validation time "
         f"excluded), {result['repeats']} repeat(s).",
         "",
-        common.markdown_table(*train_speed.summary_rows(result)),
+        summaries.markdown_table(*train_speed.summary_rows(result)),
         "",
     ]
     if "dmi_over_remi" in result:
@@ -220,7 +227,7 @@ def section_speed(result: Mapping[str, Any]) -> list[str]:
             "`bench.train_speed.catalogue_dataset`); the item table updated as `item_table_update=auto` "
             "picks it, and densely where auto is lazy:",
             "",
-            common.markdown_table(*train_speed.catalogue_rows(result)),
+            summaries.markdown_table(*train_speed.catalogue_rows(result)),
             "",
         ]
     lines += [
@@ -240,7 +247,7 @@ def section_speed(result: Mapping[str, Any]) -> list[str]:
             f"Wall time of the training runs in `{os.path.basename(converged['source'])}` "
             f"({converged['note']}):",
             "",
-            common.markdown_table(
+            summaries.markdown_table(
                 ["model", "seed", "wall time", "best step", "stopped at", "test R@50"], rows
             ),
             "",
@@ -282,10 +289,11 @@ def section_serving(result: Mapping[str, Any]) -> list[str]:
     if floors:
         lines += [
             "Floors, measured in the same run so that each figure also reads as a ratio the machine's load "
-            "moves less than the time itself (`p50 / floor`): " + " ".join(f[0].upper() + f[1:] for f in floors),
+            "moves less than the time itself (`p50 / floor`): "
+            + " ".join(f[0].upper() + f[1:] for f in floors),
             "",
         ]
-    lines += [common.markdown_table(*serving_latency.latency_rows(result)), ""]
+    lines += [summaries.markdown_table(*serving_latency.latency_rows(result)), ""]
     floor_lines = [
         line for label, c in result["catalogues"].items() for line in serving_latency.floor_lines(label, c)
     ]
@@ -306,7 +314,7 @@ def section_serving(result: Mapping[str, Any]) -> list[str]:
             "",
         ]
     lines += ["Throughput at batch 1:", ""]
-    lines += [common.markdown_table(*serving_latency.throughput_rows(result)), ""]
+    lines += [summaries.markdown_table(*serving_latency.throughput_rows(result)), ""]
     rows = []
     for label, catalogue in result["catalogues"].items():
         export = catalogue["export"]
@@ -323,7 +331,7 @@ def section_serving(result: Mapping[str, Any]) -> list[str]:
             ]
         )
     lines += [
-        common.markdown_table(
+        summaries.markdown_table(
             ["catalogue", "items", "ScaNN leaves / searched", "ScaNN R@50 vs exact",
              "exact/ScaNN p50 (gRPC / in-process)", "server overhead p50 (gRPC − in-process)", "export"],
             rows,
@@ -341,7 +349,7 @@ def section_serving(result: Mapping[str, Any]) -> list[str]:
             lines += [
                 f"ScaNN sweep on {label} (in-process, batch 1; chosen: {catalogue.get('chosen_scann')}):",
                 "",
-                common.markdown_table(
+                summaries.markdown_table(
                     ["leaves", "searched", "default", "R@50 vs exact", "p50 ms", "exact/ScaNN"], sweep_rows
                 ),
                 "",
@@ -352,7 +360,11 @@ def section_serving(result: Mapping[str, Any]) -> list[str]:
 def section_reliability(result: Mapping[str, Any]) -> list[str]:
     phases = result["phases"]
     fuzzed, sizes, load, swap, faults = (
-        phases["fuzz"], phases["batch_sizes"], phases["load"], phases["hot_swap"], phases["faults"]
+        phases["fuzz"],
+        phases["batch_sizes"],
+        phases["load"],
+        phases["hot_swap"],
+        phases["faults"],
     )
     codes = sorted({code for counter in fuzzed["codes_per_category"].values() for code in counter})
     rows = [
@@ -369,7 +381,7 @@ def section_reliability(result: Mapping[str, Any]) -> list[str]:
         f"checks (a good request after every 100), {fuzzed['failed_correctness_checks']} failed; server "
         f"memory {memory['start_mb']} -> {memory['end_mb']} MB (peak {memory['peak_mb']} MB).",
         "",
-        common.markdown_table(["category", "requests", *codes], rows),
+        summaries.markdown_table(["category", "requests", *codes], rows),
         "",
         f"**Batch sizes** {sizes['sizes']}, each once in a shuffled order then again: first call p50 "
         f"{sizes['first_call']['p50_ms']} ms / max {sizes['first_call']['max_ms']} ms, repeat p50 "
@@ -488,7 +500,7 @@ def targets_section(results: Mapping[str, tuple[dict[str, Any] | None, str | Non
                 f"`{name}`",
             ]
         )
-    lines += [common.markdown_table(["target", "measured", "status", "source"], rows), ""]
+    lines += [summaries.markdown_table(["target", "measured", "status", "source"], rows), ""]
     lines += [
         "Serving latency targets are judged on gRPC latency at batch 1 (what a client sees); the 10x "
         "target compares gRPC p50 of `dmi_exact` and `dmi`, the in-process ratio is given beside it. All "
@@ -511,7 +523,7 @@ def _quality_rows(reproduce: Mapping[str, Any], source: str) -> list[list[str]]:
     models = reproduce["models"]
     remi, dmi = models.get("remi"), models.get("dmi")
     if remi:
-        reference = common.REMI_OWN_CODE_BEAUTY["recall@50"]
+        reference = references.REMI_OWN_CODE_BEAUTY["recall@50"]
         mean = remi["recall@50"]["mean"]
         rows.append(
             [
@@ -523,11 +535,11 @@ def _quality_rows(reproduce: Mapping[str, Any], source: str) -> list[list[str]]:
         )
     if dmi:
         for metric in PAPER_TARGET_METRICS:
-            paper = common.PAPER_TABLE2_BEAUTY["dmi"][metric]
+            paper = references.PAPER_TABLE2_BEAUTY["dmi"][metric]
             mean = dmi[metric]["mean"]
             rows.append(
                 [
-                    f"dmi test {common.METRIC_LABELS[metric]} >= the paper's DMI ({paper:.4f})",
+                    f"dmi test {references.METRIC_LABELS[metric]} >= the paper's DMI ({paper:.4f})",
                     f"{mean:.4f} ({mean / paper - 1:+.1%})",
                     "**reached**" if mean >= paper else "missed",
                     source,
@@ -545,7 +557,12 @@ def _quality_rows(reproduce: Mapping[str, Any], source: str) -> list[list[str]]:
         )
         hit_gain = dmi["hit_rate@50"]["mean"] / remi["hit_rate@50"]["mean"] - 1
         rows.append(
-            ["dmi test HR@50 above remi's", f"{hit_gain:+.1%}", "**reached**" if hit_gain > 0 else "missed", source]
+            [
+                "dmi test HR@50 above remi's",
+                f"{hit_gain:+.1%}",
+                "**reached**" if hit_gain > 0 else "missed",
+                source,
+            ]
         )
     return rows
 
@@ -578,7 +595,7 @@ def _refinement_rows(ddim: Mapping[str, Any], source: str) -> list[list[str]]:
     return rows
 
 
-def render(results_dir: str = common.RESULTS_DIR, docs_path: str = DOCS_PATH) -> str:
+def render(results_dir: str = run_record.RESULTS_DIR, docs_path: str = DOCS_PATH) -> str:
     """The markdown of ``docs/results.md``."""
     docs_dir = os.path.dirname(os.path.abspath(docs_path))
     results = {stem: load(results_dir, stem) for stem, _ in SECTIONS}
@@ -659,7 +676,7 @@ def _left_to_do(results: Mapping[str, tuple[dict[str, Any] | None, str | None]])
     return ["## Not run yet at full scale", "", *missing, ""]
 
 
-def write(results_dir: str = common.RESULTS_DIR, docs_path: str = DOCS_PATH) -> str:
+def write(results_dir: str = run_record.RESULTS_DIR, docs_path: str = DOCS_PATH) -> str:
     """Writes ``docs/results.md``; returns its path."""
     text = render(results_dir, docs_path)
     os.makedirs(os.path.dirname(os.path.abspath(docs_path)), exist_ok=True)
@@ -673,7 +690,7 @@ def write(results_dir: str = common.RESULTS_DIR, docs_path: str = DOCS_PATH) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument(
-        "--results", default=common.RESULTS_DIR, help="result directory (default bench/results)"
+        "--results", default=run_record.RESULTS_DIR, help="result directory (default bench/results)"
     )
     parser.add_argument("--docs", default=DOCS_PATH, help="markdown file to write (default docs/results.md)")
     args = parser.parse_args(argv)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import common, report
+from bench import references, report, run_record, summaries
 
 
 def _train_speed(
@@ -98,10 +99,10 @@ def test_a_full_train_speed_result_gives_its_table_target_and_figure(
 ):
     results, docs = _paths(tmp_path)
     result = _train_speed(dmi_rate, dmi_over_floor=over_floor, large_vs_beauty=vs_beauty)
-    common.write_json(os.path.join(results, "train_speed.json"), result)
+    run_record.write_json(os.path.join(results, "train_speed.json"), result)
     (Path(results) / "train_speed.png").write_bytes(b"png")
     # A quick run beside the full one is not shown.
-    common.write_json(os.path.join(results, "train_speed_quick.json"), _train_speed(1.0, quick=True))
+    run_record.write_json(os.path.join(results, "train_speed_quick.json"), _train_speed(1.0, quick=True))
     text = report.render(results, docs)
 
     speed = _section(text, "## 6. Training throughput")
@@ -131,7 +132,9 @@ def test_a_full_train_speed_result_gives_its_table_target_and_figure(
     targets = _section(text, "## Targets")
     step, floor = row[dmi_rate].split(" | ")[4:6]
     measured = f"{step} ms vs floor {floor} ms: {over_floor:.2f}x"
-    target = f"| dmi training step <= 1.3x its floor (same run) | {measured} | {status} | `train_speed.json` |"
+    target = (
+        f"| dmi training step <= 1.3x its floor (same run) | {measured} | {status} | `train_speed.json` |"
+    )
     assert target in targets
     large_rate = f"{dmi_rate * vs_beauty:,.0f} examples/s: {vs_beauty:.2f}x"
     assert f"| dmi throughput at 400,000 items >= 0.5x Beauty's | {large_rate} | {status} |" in targets
@@ -142,7 +145,7 @@ def test_a_full_train_speed_result_gives_its_table_target_and_figure(
 
 def test_a_figure_that_is_missing_is_left_out(tmp_path):
     results, docs = _paths(tmp_path)
-    common.write_json(os.path.join(results, "train_speed_quick.json"), _train_speed(14_000.0, quick=True))
+    run_record.write_json(os.path.join(results, "train_speed_quick.json"), _train_speed(14_000.0, quick=True))
     text = report.render(results, docs)
     speed = _section(text, "## 6. Training throughput")
     assert report.QUICK_WARNING in speed and "train_speed_quick.json` (quick run" in speed
@@ -154,9 +157,47 @@ def test_a_figure_that_is_missing_is_left_out(tmp_path):
 
 def test_main_writes_the_given_markdown_file_only(tmp_path, capsys):
     results, docs = _paths(tmp_path)
-    common.write_json(os.path.join(results, "train_speed.json"), _train_speed(14_000.0))
+    run_record.write_json(os.path.join(results, "train_speed.json"), _train_speed(14_000.0))
     assert report.main(["--results", results, "--docs", docs]) == 0
     assert capsys.readouterr().out == f"wrote {docs}\n"
     with open(docs, encoding="utf-8") as file:
         assert file.read() == report.render(results, docs)
     assert os.listdir(os.path.dirname(docs)) == ["results.md"]  # no temporary file left behind
+
+
+def fake_reproduce_result(quick: bool) -> dict:
+    run = {
+        "seed": 0,
+        "test": {m: 0.1 for m in references.METRICS},
+        "validation": {},
+        "best_step": 1000,
+        "steps": 2000,
+        "examples_per_second": 5000.0,
+        "wall_time_s": 60.0,
+        "history": [{"step": 1000, "val_recall@50": 0.1}],
+    }
+    entry = {"model": "dmi", "config": {}, "runs": [run], **summaries.summarize_metrics([run])}
+    return {
+        "commit": "abc",
+        "command": "python -m bench.reproduce --quick",
+        "date": "2026-01-01",
+        "quick": quick,
+        "cpu_count": 2,
+        "loadavg": [1.0, 1.0, 1.0],
+        "data": {"name": "beauty", "items": 10, "users": {"train": 8}},
+        "models": {"dmi": entry},
+    }
+
+
+def test_report_labels_quick_runs_and_lists_what_is_missing(tmp_path):
+    run_record.write_json(str(tmp_path / "reproduce_quick.json"), fake_reproduce_result(True))
+    text = report.render(str(tmp_path), str(tmp_path / "results.md"))
+    assert "**Quick run**" in text
+    assert "reproduce_quick.json" in text
+    assert "Not run yet: `python -m bench.serving_latency`" in text
+    assert "full run not done yet" in text
+    # A full result, when present, wins over the quick one.
+    run_record.write_json(str(tmp_path / "reproduce.json"), fake_reproduce_result(False))
+    text = report.render(str(tmp_path), str(tmp_path / "results.md"))
+    assert "`bench/results/reproduce.json` (full run" in text
+    json.dumps(text)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bench import common
+from bench import arguments, datasets, plots, references, run_record, summaries, training
 
 MODULE = "bench.reproduce"
 MODELS = ("pop", "ydnn", "comirec", "remi", "dmi-paper", "dmi")
@@ -68,7 +68,9 @@ def reusable_runs(
     if not reproduced or reproduced.get("data") != data:
         return None
     entry = reproduced.get("models", {}).get(spec.model)
-    if not entry or not common.same_config(entry.get("config", {}), common.config_dict(spec.model, spec.overrides)):
+    if not entry or not training.same_config(
+        entry.get("config", {}), training.config_dict(spec.model, spec.overrides)
+    ):
         return None
     runs = [run for run in entry["runs"] if run["seed"] in spec.seeds]
     if not runs:
@@ -86,7 +88,7 @@ def train_and_test(
     data: Any,
     results: dict[str, dict[str, Any]],
     save: Callable[[], None] | None = None,
-    metrics: Sequence[str] = common.METRICS,
+    metrics: Sequence[str] = references.METRICS,
     verbose: int | str | None = None,
     jobs: int = 1,
     threads: Mapping[str, int] | None = None,
@@ -94,7 +96,7 @@ def train_and_test(
     """Trains and tests every spec for every seed; the suite's one driver of training runs.
 
     ``results`` is updated in place, one entry per label: ``model``, ``config`` (the full config without
-    the seed), ``runs`` (one record of :func:`bench.common.train_run` per seed) and, per metric,
+    the seed), ``runs`` (one record of :func:`bench.training.train_run` per seed) and, per metric,
     ``{"mean", "std", "runs"}`` over the seeds. Runs already in ``results`` with the same config are kept
     and not trained again (resuming); ``save`` is called after every run.
 
@@ -109,9 +111,13 @@ def train_and_test(
 
     todo = []
     for spec in specs:
-        config = common.config_dict(spec.model, spec.overrides)
+        config = training.config_dict(spec.model, spec.overrides)
         entry = results.get(spec.label)
-        if not entry or not common.same_config(entry.get("config", {}), config) or entry.get("model") != spec.model:
+        if (
+            not entry
+            or not training.same_config(entry.get("config", {}), config)
+            or entry.get("model") != spec.model
+        ):
             entry = results[spec.label] = {"model": spec.model, "config": config, "runs": []}
         entry["config"] = config  # a matching record's config, spelled out with the fields added since
         done = {run["seed"] for run in entry["runs"]}
@@ -121,8 +127,8 @@ def train_and_test(
     def record_run(spec: RunSpec, seed: int, record: dict[str, Any]) -> None:
         entry = results[spec.label]
         entry["runs"] = sorted([*entry["runs"], record], key=lambda run: run["seed"])
-        entry.update(common.summarize_metrics(entry["runs"], metrics))
-        common.log(
+        entry.update(summaries.summarize_metrics(entry["runs"], metrics))
+        run_record.log(
             f"   {spec.label} seed {seed}: test "
             + "  ".join(f"{m} {record['test'][m]:.4f}" for m in metrics)
             + f"  (best step {record['best_step']}, {record['wall_time_s']:.0f} s)"
@@ -132,21 +138,21 @@ def train_and_test(
             save()
 
     if jobs > 1 and len(todo) > 1:
-        for spec, seed, record in common.parallel_runs(
+        for spec, seed, record in training.parallel_runs(
             [(spec, seed, spec.model, spec.overrides) for spec, seed in todo], data, jobs, threads or {}
         ):
             record_run(spec, seed, record)
     else:
         for spec, seed in todo:
             progress.set_postfix_str(f"{spec.label} seed {seed}")
-            common.log(f"== {spec.label} ({spec.model}), seed {seed}")
-            _, record = common.train_run(spec.model, data, spec.overrides, seed=seed, verbose=verbose)
+            run_record.log(f"== {spec.label} ({spec.model}), seed {seed}")
+            _, record = training.train_run(spec.model, data, spec.overrides, seed=seed, verbose=verbose)
             record_run(spec, seed, record)
     progress.close()
     for spec in specs:
         entry = results[spec.label]
         entry["runs"] = [run for run in entry["runs"] if run["seed"] in spec.seeds]
-        entry.update(common.summarize_metrics(entry["runs"], metrics))
+        entry.update(summaries.summarize_metrics(entry["runs"], metrics))
     return results
 
 
@@ -156,20 +162,22 @@ def table_rows(result: Mapping[str, Any], paper: bool) -> tuple[list[str], list[
     header = ["metric"]
     for model in models:
         name = PAPER_NAMES.get(model, model)
-        header += [f"{name}", f"{name} paper"] if paper and model in common.PAPER_TABLE2_BEAUTY else [name]
+        header += (
+            [f"{name}", f"{name} paper"] if paper and model in references.PAPER_TABLE2_BEAUTY else [name]
+        )
     if paper:
         header.append("REMI own code†")
     rows = []
-    for metric in common.METRICS:
-        row = [common.METRIC_LABELS[metric]]
+    for metric in references.METRICS:
+        row = [references.METRIC_LABELS[metric]]
         for model in models:
-            row.append(common.format_stat(result["models"][model].get(metric)))
-            if paper and model in common.PAPER_TABLE2_BEAUTY:
-                value = common.PAPER_TABLE2_BEAUTY[model][metric]
-                std = common.PAPER_TABLE2_BEAUTY_DMI_STD.get(metric) if model == "dmi" else None
+            row.append(summaries.format_stat(result["models"][model].get(metric)))
+            if paper and model in references.PAPER_TABLE2_BEAUTY:
+                value = references.PAPER_TABLE2_BEAUTY[model][metric]
+                std = references.PAPER_TABLE2_BEAUTY_DMI_STD.get(metric) if model == "dmi" else None
                 row.append(f"{value:.4f}" + (f" ± {std:.4f}" if std is not None else ""))
         if paper:
-            row.append(common.format_number(common.REMI_OWN_CODE_BEAUTY.get(metric)))
+            row.append(summaries.format_number(references.REMI_OWN_CODE_BEAUTY.get(metric)))
         rows.append(row)
     return header, rows
 
@@ -197,7 +205,7 @@ def run_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def plot_history(result: Mapping[str, Any], path: str) -> str:
     """Validation Recall@50 against training steps (first seed of each model)."""
-    plt = common.pyplot()
+    plt = plots.pyplot()
     figure, axis = plt.subplots(figsize=(6.5, 4))
     for model, entry in result["models"].items():
         if not entry["runs"]:
@@ -215,15 +223,15 @@ def plot_history(result: Mapping[str, Any], path: str) -> str:
     axis.set_title(f"{result['data']['name']}: validation Recall@50 during training (seed 0)")
     axis.grid(alpha=0.3)
     axis.legend()
-    return common.save_figure(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def parse_args(argv: Sequence[str]) -> Any:
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
     parser.add_argument(
         "--models",
-        type=common.parse_name_list(MODELS),
+        type=arguments.parse_name_list(MODELS),
         default=list(MODELS),
         help=f"comma-separated models (default: {','.join(MODELS)})",
     )
@@ -235,7 +243,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     parser.add_argument(
         "--resume", action="store_true", help="keep the runs of an existing result file with the same config"
     )
-    common.add_training_arguments(parser)
+    arguments.add_training_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -243,28 +251,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    threads = common.configure_threads(args)
+    threads = arguments.configure_threads(args)
     from trainer.config import parse_overrides
 
-    overrides = {**common.schedule(args.data, args.quick), **parse_overrides(args.set)}
+    overrides = {**datasets.schedule(args.data, args.quick), **parse_overrides(args.set)}
     stem = "reproduce" if args.data == "beauty" else f"reproduce_{args.data}"
-    path = common.result_path(args.out, stem, args.quick)
-    dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
-    common.log(f"{args.data}: {dataset.describe()}")
+    path = run_record.result_path(args.out, stem, args.quick)
+    dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
+    run_record.log(f"{args.data}: {dataset.describe()}")
 
     def seeds(model: str) -> tuple[int, ...]:
         count = args.seeds or (1 if args.quick or model not in MULTI_SEED_MODELS else 3)
         return tuple(range(count))
 
     result: dict[str, Any] = {
-        **common.run_metadata(MODULE, argv, args.quick),
+        **run_record.run_metadata(MODULE, argv, args.quick),
         "data": dataset.describe(),
         "schedule_and_overrides": overrides,
         "threads": threads,
         "ndcg": "rank order, IDCG over the number of hits (protocol.md)",
         "models": {},
     }
-    previous = common.read_json(path) if args.resume else None
+    previous = run_record.read_json(path) if args.resume else None
     if previous:
         result["models"] = {m: e for m, e in previous.get("models", {}).items() if m in args.models}
     specs = [RunSpec(model, model, overrides, seeds(model)) for model in args.models]
@@ -272,25 +280,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         specs,
         dataset.data,
         result["models"],
-        save=lambda: common.write_json(path, result),
+        save=lambda: run_record.write_json(path, result),
         jobs=args.jobs,
         threads=threads,
     )
     result["models"] = {model: result["models"][model] for model in args.models}
-    figure = plot_history(result, common.result_path(args.out, stem, args.quick, ".png"))
+    figure = plot_history(result, run_record.result_path(args.out, stem, args.quick, ".png"))
     result["figure"] = os.path.basename(figure)
-    common.finish_metadata(result, started)
-    common.write_json(path, result)
+    run_record.finish_metadata(result, started)
+    run_record.write_json(path, result)
 
     paper = args.data == "beauty"
     kind = "quick run" if args.quick else "full schedule"
     print(f"\nTest metrics on {args.data} ({kind}: {overrides}), mean ± std over seeds")
-    print(common.text_table(*table_rows(result, paper)))
+    print(summaries.text_table(*table_rows(result, paper)))
     if paper:
         print("† REMI's own PyTorch code on this file with this protocol (protocol.md).")
-    print(common.NDCG_NOTE)
+    print(references.NDCG_NOTE)
     print()
-    print(common.text_table(*run_rows(result)))
+    print(summaries.text_table(*run_rows(result)))
     print(f"\nwrote {path}")
     return 0
 

@@ -1,11 +1,12 @@
-"""Tests for bench.reproduce.train_and_test: the suite's one driver of training runs, serial and parallel."""
+"""Tests for bench.reproduce: the driver of training runs (serial and parallel), its tables, run reuse."""
 
 import trainer  # noqa: F401  (Keras 2 before TensorFlow)
 
 import pytest
 
-from bench import common
-from bench.reproduce import RunSpec, train_and_test
+from bench import training
+from bench.report_test import fake_reproduce_result
+from bench.reproduce import RunSpec, reusable_runs, table_rows, train_and_test
 from trainer import synthetic
 from trainer.sequences import SequenceData
 
@@ -53,7 +54,7 @@ def test_parallel_runs_equal_serial_runs_and_resume(data, tmp_path, monkeypatch)
     fewer = [RunSpec("dmi", "dmi", TINY, (0,))]
     resumed = train_and_test(fewer, data, parallel, jobs=2, save=lambda: pytest.fail("nothing to train"))
     assert [run["seed"] for run in resumed["dmi"]["runs"]] == [0]
-    assert common.config_dict("dmi", TINY) == resumed["dmi"]["config"]
+    assert training.config_dict("dmi", TINY) == resumed["dmi"]["config"]
 
 
 def test_serving_probe_rows_and_eta_zero_equals_no_refinement(data, tmp_path, monkeypatch):
@@ -72,3 +73,32 @@ def test_serving_probe_rows_and_eta_zero_equals_no_refinement(data, tmp_path, mo
         if row["eta"] == 0.0:  # Z = v: the refinement is not used, whatever S and the noise
             assert row["validation"] == rows[0]["validation"]
             assert row["refinement_size"] == 0.0
+
+
+def test_reproduce_table_has_paper_columns():
+    header, rows = table_rows(fake_reproduce_result(True), paper=True)
+    assert header == ["metric", "DMI", "DMI paper", "REMI own code†"]
+    assert rows[3][:3] == ["R@50", "0.1000", "0.1631 ± 0.0018"]
+
+
+def test_ablation_reuses_only_identical_reproduction_runs():
+    overrides = {"max_steps": 100}
+    spec = RunSpec("dmi-diff", "remi", overrides, (0,))
+    data = {"name": "beauty", "items": 12101}
+    run = {"seed": 0, "test": {"recall@50": 0.1}}
+    reproduced = {
+        "data": data,
+        "command": "python -m bench.reproduce",
+        "commit": "abc",
+        "models": {
+            "remi": {"config": training.config_dict("remi", overrides), "runs": [run, {**run, "seed": 1}]}
+        },
+    }
+    reused = reusable_runs(reproduced, spec, data)
+    assert (
+        reused["runs"] == [run] and reused["model"] == "remi" and "bench.reproduce" in reused["reused_from"]
+    )
+    assert reusable_runs(reproduced, RunSpec("dmi-diff", "remi", {"max_steps": 99}, (0,)), data) is None
+    assert reusable_runs(reproduced, spec, {**data, "items": 1}) is None
+    assert reusable_runs(reproduced, RunSpec("dmi-diff", "remi", overrides, (2,)), data) is None
+    assert reusable_runs(None, spec, data) is None

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench import common
+from bench import arguments, run_record
 
 MODULE = "bench.run_all"
 # name -> (module, extra arguments), in run order (speed after reproduce: it reads its wall times).
@@ -47,20 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--only",
-        type=common.parse_name_list(tuple(BENCHMARKS)),
+        type=arguments.parse_name_list(tuple(BENCHMARKS)),
         help=f"comma-separated benchmarks to run (default all: {','.join(BENCHMARKS)})",
     )
     parser.add_argument(
         "--skip",
-        type=common.parse_name_list(tuple(BENCHMARKS)),
+        type=arguments.parse_name_list(tuple(BENCHMARKS)),
         default=[],
         help="comma-separated benchmarks to leave out",
     )
     parser.add_argument(
-        "--out", default=common.RESULTS_DIR, help=f"result directory (default {common.RESULTS_DIR})"
+        "--out", default=run_record.RESULTS_DIR, help=f"result directory (default {run_record.RESULTS_DIR})"
     )
     parser.add_argument(
-        "--work-dir", default=common.WORK_DIR, help=f"large artifacts (default {common.WORK_DIR})"
+        "--work-dir", default=run_record.WORK_DIR, help=f"large artifacts (default {run_record.WORK_DIR})"
     )
     parser.add_argument("--docs", default=None, help="markdown report to write (default docs/results.md)")
     parser.add_argument("--report-only", action="store_true", help="run nothing; only rewrite the report")
@@ -78,27 +78,32 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             module, extra = BENCHMARKS[name]
             argv = [*extra, *(["--quick"] if args.quick else [])]
-            if os.path.abspath(args.out) != common.RESULTS_DIR:
+            if os.path.abspath(args.out) != run_record.RESULTS_DIR:
                 argv += ["--out", args.out]
-            if os.path.abspath(args.work_dir) != common.WORK_DIR:
+            if os.path.abspath(args.work_dir) != run_record.WORK_DIR:
                 argv += ["--work-dir", args.work_dir]
             command = [sys.executable, "-m", module, *argv]
-            common.log(f"\n===== {name}: {common.command_line(module, argv)}")
+            run_record.log(f"\n===== {name}: {run_record.command_line(module, argv)}")
             started = time.perf_counter()
-            returncode = subprocess.call(command, cwd=common.REPO_ROOT)
+            returncode = subprocess.call(command, cwd=run_record.REPO_ROOT)
             seconds = time.perf_counter() - started
             steps.append(
-                {"benchmark": name, "command": common.command_line(module, argv), "returncode": returncode,
-                 "seconds": round(seconds, 1), "loadavg_end": common.loadavg()}
+                {"benchmark": name, "command": run_record.command_line(module, argv), "returncode": returncode,
+                 "seconds": round(seconds, 1), "loadavg_end": run_record.loadavg()}
             )  # fmt: skip
             status = "ok" if returncode == 0 else f"FAILED ({returncode})"
-            common.log(f"===== {name}: {status} in {seconds / 60:.1f} min")
+            run_record.log(f"===== {name}: {status} in {seconds / 60:.1f} min")
             if returncode != 0:
                 failures.append(name)
         # An operational log (what ran, how long), kept with the large artifacts rather than the results.
-        common.write_json(
-            common.result_path(args.work_dir, "run_all", args.quick),
-            {"commit": common.git_commit(), "quick": args.quick, "cpu_count": os.cpu_count(), "steps": steps},
+        run_record.write_json(
+            run_record.result_path(args.work_dir, "run_all", args.quick),
+            {
+                "commit": run_record.git_commit(),
+                "quick": args.quick,
+                "cpu_count": os.cpu_count(),
+                "steps": steps,
+            },
         )
     path = report.write(args.out, args.docs or report.DOCS_PATH)
     print(f"wrote {path}")

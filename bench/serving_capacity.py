@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bench import common, serving_latency
+from bench import arguments, plots, run_record, serving_latency, summaries, timing
 
 if TYPE_CHECKING:
     import argparse
@@ -102,7 +102,7 @@ def paced_load(
         "offered_per_s": round(rate, 1),
         "answered_per_s": round(done / elapsed, 1),
         "requests": done,
-        "latency": common.latency_summary([s for x in latencies for s in x]),
+        "latency": timing.latency_summary([s for x in latencies for s in x]),
     }
 
 
@@ -139,7 +139,7 @@ def max_rate(
         probe = paced_load(address, requests, clients, rate, duration)
         probe["within"] = within(probe, p99_ms)
         tried.append(probe)
-        common.log(
+        run_record.log(
             f"    {rate:7.1f}/s offered: {probe['answered_per_s']:7.1f}/s answered, "
             f"p99 {probe['latency'].get('p99_ms', float('nan')):.1f} ms{'' if probe['within'] else ' (over)'}"
         )
@@ -166,15 +166,19 @@ def measure(
     threads = (args.intra_op_threads, args.inter_op_threads)
     responses = serving_latency.floor_responses(floor_ids, [1])
     with serving_latency.FloorServerProcess(responses, os.path.join(log_dir, "floor.log")) as floor:
-        common.log(f"floor: {args.clients} clients")
-        out["floor"] = max_rate(floor.address, requests["dmi_exact"], args.clients, args.p99_ms, args.duration, args.probes)
+        run_record.log(f"floor: {args.clients} clients")
+        out["floor"] = max_rate(
+            floor.address, requests["dmi_exact"], args.clients, args.p99_ms, args.duration, args.probes
+        )
     for mode, flags in MODES.items():
         log_path = os.path.join(log_dir, f"server_{mode}.log")
         with serving_latency.ServerProcess(layout, log_path, threads, flags=flags) as server:
             out["modes"][mode] = {}
             for name in serving_latency.SERVABLE_NAMES:
-                common.log(f"{name}, {mode}: {args.clients} clients")
-                figure = max_rate(server.address, requests[name], args.clients, args.p99_ms, args.duration, args.probes)
+                run_record.log(f"{name}, {mode}: {args.clients} clients")
+                figure = max_rate(
+                    server.address, requests[name], args.clients, args.p99_ms, args.duration, args.probes
+                )
                 floor_rate = out["floor"]["max_requests_per_s"]
                 rate = figure["max_requests_per_s"]
                 figure["of_floor"] = round(rate / floor_rate, 3) if rate and floor_rate else None
@@ -184,7 +188,14 @@ def measure(
 
 def rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The capacity table: one row per servable and mode, and the floor's."""
-    header = ["servable", "batching", "max requests/s at p99 <= bound", "of the floor", "closed loop /s", "closed-loop p99 ms"]
+    header = [
+        "servable",
+        "batching",
+        "max requests/s at p99 <= bound",
+        "of the floor",
+        "closed loop /s",
+        "closed-loop p99 ms",
+    ]
     body = []
     floor = result["capacity"]["floor"]
     figures = [("floor: trivial server", "-", floor)] + [
@@ -197,17 +208,17 @@ def rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
         body.append([
             name,
             mode,
-            common.format_number(figure["max_requests_per_s"], 1),
-            common.format_number(figure.get("of_floor"), 3) if "of_floor" in figure else "1",
-            common.format_number(closed["requests_per_s"], 1),
-            common.format_number(closed["latency"]["p99_ms"], 1),
+            summaries.format_number(figure["max_requests_per_s"], 1),
+            summaries.format_number(figure.get("of_floor"), 3) if "of_floor" in figure else "1",
+            summaries.format_number(closed["requests_per_s"], 1),
+            summaries.format_number(closed["latency"]["p99_ms"], 1),
         ])  # fmt: skip
     return header, body
 
 
 def plot(result: Mapping[str, Any], path: str) -> str:
     """p99 against the offered rate of every open-loop probe, the bound as a line."""
-    plt = common.pyplot()
+    plt = plots.pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     series = [("floor", result["capacity"]["floor"])] + [
         (f"{name} {mode}", figure_)
@@ -232,21 +243,28 @@ def plot(result: Mapping[str, Any], path: str) -> str:
     axis.set_ylabel("p99 latency, ms (from the due time)")
     axis.set_title(f"{result['settings']['clients']} clients on loopback")
     axis.legend(fontsize=8)
-    return common.save_figure(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
-    common.add_model_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
+    arguments.add_model_arguments(parser)
     add = parser.add_argument
     add("--clients", type=int, help="concurrent clients (default 32; --quick 8)")
     add("--p99-ms", type=float, default=20.0, help="the latency bound (default 20 ms)")
     add("--duration", type=float, help="seconds per probe (default 5; --quick 1.5)")
     add("--probes", type=int, help="open-loop probes per figure (default 6; --quick 3)")
     add("--max-top-n", type=int, default=200, help="max_top_n of the export (default 200, as dmirec train)")
-    add("--intra-op-threads", type=int, default=1, help="the server's TensorFlow intra-op threads (default 1)")
-    add("--inter-op-threads", type=int, default=0, help="its inter-op threads (default 0: TensorFlow's choice)")
+    add(
+        "--intra-op-threads", type=int, default=1, help="the server's TensorFlow intra-op threads (default 1)"
+    )
+    add(
+        "--inter-op-threads",
+        type=int,
+        default=0,
+        help="its inter-op threads (default 0: TensorFlow's choice)",
+    )
     args = parser.parse_args(argv)
     args.clients = args.clients or (8 if args.quick else 32)
     args.duration = args.duration or (1.5 if args.quick else 5.0)
@@ -258,8 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    common.configure_threads(args)
-    path = common.result_path(args.out, "serving_capacity", args.quick)
+    arguments.configure_threads(args)
+    path = run_record.result_path(args.out, "serving_capacity", args.quick)
     dataset, _, vocabulary, model, model_info, histories = serving_latency.model_and_test_histories(args)
     work = os.path.join(args.work_dir, "serving_capacity")
     layout, export_info = serving_latency.export_layout(
@@ -273,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor_ids = serving_latency.top_ids(function, [serving_latency.string_tensor(histories[:32])])[0]
     del loaded, function
     result: dict[str, Any] = {
-        **common.run_metadata(MODULE, argv, args.quick),
+        **run_record.run_metadata(MODULE, argv, args.quick),
         "data": dataset.describe(),
         "model": {**model_info, "export": export_info},
         "settings": {
@@ -291,10 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir = os.path.join(work, "logs")
     os.makedirs(log_dir, exist_ok=True)
     result["capacity"] = measure(layout, requests, floor_ids, args, log_dir)
-    result["figure"] = os.path.basename(plot(result, common.result_path(args.out, "serving_capacity", args.quick, ".png")))
-    common.write_json(path, common.finish_metadata(result, started))
-    print(common.text_table(*rows(result)))
-    common.log(f"wrote {path}")
+    result["figure"] = os.path.basename(
+        plot(result, run_record.result_path(args.out, "serving_capacity", args.quick, ".png"))
+    )
+    run_record.write_json(path, run_record.finish_metadata(result, started))
+    print(summaries.text_table(*rows(result)))
+    run_record.log(f"wrote {path}")
     return 0
 
 

@@ -66,14 +66,14 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import numpy as np
 
-from bench import common
+from bench import arguments, datasets, plots, run_record, summaries, timing, training
 
 if TYPE_CHECKING:
     import tensorflow as tf
     from matplotlib.axes import Axes
     from tensorflow_serving.apis.predict_pb2 import PredictRequest, PredictResponse
 
-    from bench.common import Dataset
+    from bench.datasets import Dataset
     from serving.client import RetrievalClient
     from trainer.config import ModelConfig
     from trainer.model import DMIModel
@@ -120,8 +120,8 @@ def trained_model(
     steps = args.train_steps or (500 if args.quick else 2000)
     out_dir = os.path.join(args.work_dir, "serving_latency", f"model_{steps}")
     overrides = {"max_steps": steps, "eval_every": min(500, steps), "patience": 10**9}
-    common.log(f"training dmi on {dataset.name} for {steps} steps into {out_dir}")
-    result, record = common.train_run("dmi", dataset.data, overrides, seed=0, out_dir=out_dir)
+    run_record.log(f"training dmi on {dataset.name} for {steps} steps into {out_dir}")
+    result, record = training.train_run("dmi", dataset.data, overrides, seed=0, out_dir=out_dir)
     info = {
         "source": f"trained here: dmi, {steps} steps on {dataset.name} ({out_dir})",
         "test": record["test"],
@@ -139,10 +139,10 @@ def model_and_test_histories(
     benchmark; items a loaded model does not know stay in, as in real traffic)."""
     from trainer import data_schema, sequences
 
-    dataset = None if args.model_dir else common.load_dataset(args.data, args.beauty_path, args.split_seed)
+    dataset = None if args.model_dir else datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
     config, vocabulary, model, model_info = trained_model(args, dataset)
     if dataset is None:
-        dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
+        dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
     users = sequences.cut_users(dataset.sequences, data_schema.TEST, args.split_seed)
     histories = [history[-config.max_length :] for _, history, _ in users]
     return dataset, config, vocabulary, model, model_info, histories
@@ -306,7 +306,7 @@ def in_process_latency(
     for key, inputs, warmup in (("batch_1", single, 10), ("batch_32", batched, 3)):
         if inputs:
             seconds = _timed_loop(top, inputs, duration, warmup)
-            out[key] = common.latency_summary(seconds)
+            out[key] = timing.latency_summary(seconds)
     return out
 
 
@@ -399,7 +399,11 @@ class ServerProcess:
         self._log = open(self.log_path, "w", encoding="utf-8")
         started = time.perf_counter()
         self._process = subprocess.Popen(
-            command, cwd=common.REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=run_record.REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = started + self.startup_timeout_s
         pending = set(self.layout)
@@ -582,7 +586,7 @@ def scoring_floor_latency(
 
     with _blas_threads(threads) as used:
         seconds = _timed_loop(top, list(interests), duration)
-    return {**common.latency_summary(seconds), "blas_threads": used, "items": int(item_embeddings.shape[0])}
+    return {**timing.latency_summary(seconds), "blas_threads": used, "items": int(item_embeddings.shape[0])}
 
 
 @contextlib.contextmanager
@@ -626,7 +630,7 @@ def grpc_latency(address: str, requests: Sequence[PredictRequest], duration: flo
         if shape != [rows, TOP_N]:
             raise RuntimeError(f"unexpected response shape {shape} for {rows} rows")
         seconds = _timed_loop(client.predict, requests, duration, warmup=20)
-    return common.latency_summary(seconds)
+    return timing.latency_summary(seconds)
 
 
 def grpc_throughput(
@@ -677,7 +681,7 @@ def grpc_throughput(
         "seconds": round(elapsed, 2),
         "requests_per_s": round(done / elapsed, 1),
         "rows_per_s": round(done * rows / elapsed, 1),
-        "latency": common.latency_summary([s for x in latencies for s in x]),
+        "latency": timing.latency_summary([s for x in latencies for s in x]),
     }
 
 
@@ -743,7 +747,7 @@ def measure_saved_models(
 
     seconds = _timed_loop(tower, inputs.single, duration)
     out["user_interests"] = {
-        "batch_1": common.latency_summary(seconds),
+        "batch_1": timing.latency_summary(seconds),
         "note": "the user tower alone (signature user_interests: id lookup, extractor, DDIM refinement)",
     }
     if item_embeddings is not None:
@@ -767,7 +771,7 @@ def sweep_scann(
     """ScaNN recall against exact and batch-1 latency for each ``(leaves, leaves_to_search)``, in-process."""
     rows = []
     for leaves, searched in grid:
-        common.log(f"  ScaNN sweep: leaves {leaves}, leaves_to_search {searched}")
+        run_record.log(f"  ScaNN sweep: leaves {leaves}, leaves_to_search {searched}")
         built = time.perf_counter()
         function = servable_function(model, vocabulary, max_top_n, leaves, searched)
         function(inputs.recall[0])
@@ -784,7 +788,7 @@ def sweep_scann(
                 "speedup_p50": exact_p50_ms / latency["p50_ms"],
             }
         )
-        common.log(f"   recall {rows[-1]['recall_at_50_vs_exact']:.4f}, p50 {latency['p50_ms']:.2f} ms")
+        run_record.log(f"   recall {rows[-1]['recall_at_50_vs_exact']:.4f}, p50 {latency['p50_ms']:.2f} ms")
         del function
         gc.collect()
     return rows
@@ -829,11 +833,11 @@ def measure_grpc(
             out["serving_floor"] = {"throughput_batch_1": [], "note": SERVING_FLOOR_NOTE}
         figures = {name: out["serving_floor"] if name == FLOOR_NAME else out["grpc"][name] for name in targets}
         for batch in ("batch_1", "batch_32"):
-            common.log(f"  gRPC latency at {batch.replace('_', ' ')}: {', '.join(targets)}")
+            run_record.log(f"  gRPC latency at {batch.replace('_', ' ')}: {', '.join(targets)}")
             for name, (address, named) in targets.items():
                 figures[name][batch] = grpc_latency(address, named[batch], args.duration)
         for clients in args.clients:
-            common.log(f"  gRPC throughput with {clients} clients: {', '.join(targets)}")
+            run_record.log(f"  gRPC throughput with {clients} clients: {', '.join(targets)}")
             for name, (address, named) in targets.items():
                 figures[name]["throughput_batch_1"].append(
                     grpc_throughput(address, named["batch_1"], clients, args.duration)
@@ -841,7 +845,7 @@ def measure_grpc(
     if floor_ids is not None:
         add_floor_ratios(out["grpc"], out["serving_floor"])
     for name in SERVABLE_NAMES:
-        common.log(f"   {name}: p50 {out['grpc'][name]['batch_1']['p50_ms']:.2f} ms at batch 1")
+        run_record.log(f"   {name}: p50 {out['grpc'][name]['batch_1']['p50_ms']:.2f} ms at batch 1")
     return out
 
 
@@ -895,10 +899,12 @@ def measure_catalogue(
         result["note"] = note
     inputs = Inputs.from_histories(histories, args.recall_users)
 
-    common.log(f"[{label}] exporting {model.num_items:,} items (ScaNN leaves {leaves}, searched {searched})")
+    run_record.log(
+        f"[{label}] exporting {model.num_items:,} items (ScaNN leaves {leaves}, searched {searched})"
+    )
     layout, export_info = export_layout(model, vocabulary, directory, max_top_n, None, None)
     result["export"] = {**export_info, "scann_leaves": leaves, "scann_leaves_to_search": searched}
-    common.log(f"[{label}] in-process latency, ScaNN recall@{TOP_N} vs exact ({args.recall_users} users)")
+    run_record.log(f"[{label}] in-process latency, ScaNN recall@{TOP_N} vs exact ({args.recall_users} users)")
     item_embeddings = model.item_table.numpy()[1:]  # the retrievable rows (0 pads)
     floor_args = (item_embeddings, args.intra_op_threads)
     measured = measure_saved_models(layout, inputs, args.duration, *floor_args)
@@ -910,7 +916,7 @@ def measure_catalogue(
     result["recall_users"] = sum(len(batch) for batch in exact_ids)
     result["scann_recall_at_50_vs_exact"] = recall
     speedup = _speedup(result["in_process"])
-    common.log(f"[{label}] ScaNN recall@50 vs exact {recall:.4f}, in-process speed-up x{speedup:.1f}")
+    run_record.log(f"[{label}] ScaNN recall@50 vs exact {recall:.4f}, in-process speed-up x{speedup:.1f}")
 
     grid = args.scann_sweep
     if grid is None:
@@ -925,14 +931,16 @@ def measure_catalogue(
             "speedup_p50": speedup,
         }
         exact_p50 = result["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
-        common.log(f"[{label}] sweeping ScaNN parameters: {grid}")
+        run_record.log(f"[{label}] sweeping ScaNN parameters: {grid}")
         result["sweep"] = [default_row] + sweep_scann(
             model, vocabulary, max_top_n, grid, inputs, exact_ids, exact_p50, args.duration
         )
         chosen = _choose(result["sweep"])
         result["chosen_scann"] = {k: chosen[k] for k in ("scann_leaves", "scann_leaves_to_search")}
         if not chosen["default"]:
-            common.log(f"[{label}] re-exporting with the chosen ScaNN parameters {result['chosen_scann']}")
+            run_record.log(
+                f"[{label}] re-exporting with the chosen ScaNN parameters {result['chosen_scann']}"
+            )
             parameters = (chosen["scann_leaves"], chosen["scann_leaves_to_search"])
             layout, export_info = export_layout(model, vocabulary, directory, max_top_n, *parameters)
             result["export"] = {**export_info, **result["chosen_scann"]}
@@ -945,7 +953,7 @@ def measure_catalogue(
         chosen = result.get("chosen_scann") or {"scann_leaves": leaves, "scann_leaves_to_search": searched}
         parameters = (chosen["scann_leaves"], chosen["scann_leaves_to_search"])
         exact_p50 = result["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
-        common.log(f"[{label}] {args.scann_builds} independent ScaNN index builds at {parameters}")
+        run_record.log(f"[{label}] {args.scann_builds} independent ScaNN index builds at {parameters}")
         builds = sweep_scann(
             model, vocabulary, max_top_n, [parameters] * args.scann_builds, inputs, exact_ids, exact_p50, args.duration
         )
@@ -955,7 +963,7 @@ def measure_catalogue(
         curve_leaves = chosen["scann_leaves"]
         grid = [(curve_leaves, max(1, round(share * curve_leaves))) for share in args.scann_curve]
         exact_p50 = result["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
-        common.log(f"[{label}] the ScaNN recall/latency curve: {grid}")
+        run_record.log(f"[{label}] the ScaNN recall/latency curve: {grid}")
         result["scann_curve"] = sweep_scann(
             model, vocabulary, max_top_n, grid, inputs, exact_ids, exact_p50, args.duration
         )
@@ -965,7 +973,7 @@ def measure_catalogue(
     )
     result["dmi_exact_over_scoring_floor_p50"] = scoring_floor_ratios(result)
 
-    common.log(f"[{label}] serving through gRPC")
+    run_record.log(f"[{label}] serving through gRPC")
     threads = (args.intra_op_threads, args.inter_op_threads)
     log_path = os.path.join(directory, "server.log")
     floor_ids = exact_ids[0] if exact_ids else None
@@ -1226,7 +1234,7 @@ def floor_lines(label: str, catalogue: Mapping[str, Any]) -> list[str]:
 
 def plot(result: Mapping[str, Any], path: str) -> str:
     """Left: batch-1 latency per catalogue and servable (gRPC, in-process). Right: throughput vs clients."""
-    plt = common.pyplot()
+    plt = plots.pyplot()
     from matplotlib.ticker import ScalarFormatter
 
     curves = {
@@ -1272,7 +1280,7 @@ def plot(result: Mapping[str, Any], path: str) -> str:
     if curves:
         scann_curve_panel(axes[2], curves)
     figure.tight_layout()
-    return common.save_figure(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def scann_curve_panel(axis: Axes, curves: Mapping[str, Mapping[str, Any]]) -> None:
@@ -1316,13 +1324,13 @@ def parse_sweep(text: str) -> list[tuple[int, int]]:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
     add = parser.add_argument
-    common.add_model_arguments(parser)
+    arguments.add_model_arguments(parser)
     add(
         "--catalogues",
-        type=common.parse_name_list(CATALOGUES),
+        type=arguments.parse_name_list(CATALOGUES),
         help="trained (the model's own items, e.g. Beauty's) and/or grown (--items rows, see above); "
         "default trained,grown; --quick: trained",
     )
@@ -1330,7 +1338,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add("--duration", type=float, help="seconds per latency / throughput figure (default 5; --quick 2)")
     add(
         "--clients",
-        type=common.parse_int_list,
+        type=arguments.parse_int_list,
         help="concurrent clients of the throughput figures (default 1,4,16; --quick 1,4)",
     )
     add("--recall-users", type=int, help="test users scored for ScaNN recall (default 1000; --quick 300)")
@@ -1389,13 +1397,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.floor_server:
         return serve_floor(args.floor_server, args.floor_port)
     started = time.perf_counter()
-    threads = common.configure_threads(args)
+    threads = arguments.configure_threads(args)
     import scann  # noqa: F401  (before any SavedModel with a ScaNN index is loaded)
 
-    path = common.result_path(args.out, "serving_latency", args.quick)
+    path = run_record.result_path(args.out, "serving_latency", args.quick)
     dataset, config, vocabulary, model, model_info, histories = model_and_test_histories(args)
     result: dict[str, Any] = {
-        **common.run_metadata(MODULE, argv, args.quick),
+        **run_record.run_metadata(MODULE, argv, args.quick),
         "data": dataset.describe(),
         "model": {**model_info, "config": dataclasses.asdict(config)},
         "threads_in_process": threads,
@@ -1424,7 +1432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["catalogues"][label] = measure_catalogue(label, model, vocabulary, histories, args)
         else:
             label = size_label(args.items)
-            common.log(f"[{label}] growing the item table to {args.items:,} rows")
+            run_record.log(f"[{label}] growing the item table to {args.items:,} rows")
             big, big_vocabulary = grown_catalogue(model, vocabulary, args.items, args.seed)
             extra = args.items - model.num_items
             note = CATALOGUE_NOTE.format(items=args.items, trained=model.num_items, extra=extra)
@@ -1434,17 +1442,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             del big, big_vocabulary
             gc.collect()
         result["catalogues"][label]["kind"] = kind
-        common.write_json(path, result)
+        run_record.write_json(path, result)
     result["targets"] = targets(result)
-    figure = plot(result, common.result_path(args.out, "serving_latency", args.quick, ".png"))
+    figure = plot(result, run_record.result_path(args.out, "serving_latency", args.quick, ".png"))
     result["figure"] = os.path.basename(figure)
-    common.finish_metadata(result, started)
-    common.write_json(path, result)
+    run_record.finish_metadata(result, started)
+    run_record.write_json(path, result)
 
     print("\nLatency (ms) through gRPC and in-process, top_n = 50")
-    print(common.text_table(*latency_rows(result)))
+    print(summaries.text_table(*latency_rows(result)))
     print("\nThroughput at batch 1")
-    print(common.text_table(*throughput_rows(result)))
+    print(summaries.text_table(*throughput_rows(result)))
     for label, catalogue in result["catalogues"].items():
         speedup = catalogue["speedup_p50_batch_1"]
         overhead = ", ".join(f"{k} {v:.2f} ms" for k, v in catalogue["server_overhead_p50_ms"].items())

@@ -9,13 +9,15 @@ import os
 import numpy as np
 import pytest
 
-from bench import common, report, serving_latency
+from bench import report, run_record, serving_latency
 
-RESULTS = os.path.join(common.RESULTS_DIR, "serving_latency.json")
+RESULTS = os.path.join(run_record.RESULTS_DIR, "serving_latency.json")
 
 
 def test_the_serving_floor_answers_the_real_requests_with_a_real_sized_response(tmp_path):
-    ids = np.array([[f"B{row:03d}{i:06d}".encode() for i in range(serving_latency.TOP_N)] for row in range(32)])
+    ids = np.array(
+        [[f"B{row:03d}{i:06d}".encode() for i in range(serving_latency.TOP_N)] for row in range(32)]
+    )
     responses = serving_latency.floor_responses(ids, [1, 32])
     histories = [[["a", "b"]]] * 3
     with serving_latency.FloorServerProcess(responses, str(tmp_path / "floor.log")) as floor:
@@ -75,14 +77,19 @@ def _with_floors(result: dict) -> dict:
 
 
 FLOOR_FIELDS = (
-    "serving_floor", "scoring_floor", "dmi_exact_over_scoring_floor_p50", "server_overhead_above_floor_p50_ms"
+    "serving_floor",
+    "scoring_floor",
+    "dmi_exact_over_scoring_floor_p50",
+    "server_overhead_above_floor_p50_ms",
 )
 
 
 def _without_floors(value):
     """A result as the benchmark wrote it before the floors existed: every floor field removed."""
     if isinstance(value, dict):
-        return {k: _without_floors(v) for k, v in value.items() if k not in FLOOR_FIELDS + ("p50_over_floor",)}
+        return {
+            k: _without_floors(v) for k, v in value.items() if k not in FLOOR_FIELDS + ("p50_over_floor",)
+        }
     if isinstance(value, list):
         return [_without_floors(v) for v in value]
     return value
@@ -102,7 +109,9 @@ def test_the_report_reads_results_with_and_without_floors():
     text = "\n".join(report.section_serving(new))
     assert f"| {p50:.2f} | {p50:.2f}x |" in text
     assert f"| beauty (12,101) | {serving_latency.SERVING_FLOOR_ROW} | grpc | 1 | 1.00 | 1.00x |" in text
-    assert f"| beauty (12,101) | {serving_latency.SCORING_FLOOR_ROW} | in-process | 1 | 0.50 | 1.00x |" in text
+    assert (
+        f"| beauty (12,101) | {serving_latency.SCORING_FLOOR_ROW} | in-process | 1 | 0.50 | 1.00x |" in text
+    )
     in_process = beauty["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
     assert f"| in-process | 1 | {in_process:.2f} | {in_process / 0.5:.2f}x |" in text
     assert "serving floor p50 1.00 ms" in text
@@ -157,7 +166,10 @@ def _scann_row(searched: int, recall: float, p50: float, exact_p50: float = 80.0
 def test_index_builds_are_summarised_and_judged_by_their_worst_build(tmp_path):
     builds = [_scann_row(400, r, p) for r, p in ((0.97, 4.0), (0.949, 5.0), (0.98, 4.5))]
     summary = serving_latency.build_summary(builds)
-    assert summary["builds"] == 3 and (summary["scann_leaves"], summary["scann_leaves_to_search"]) == (1000, 400)
+    assert summary["builds"] == 3 and (summary["scann_leaves"], summary["scann_leaves_to_search"]) == (
+        1000,
+        400,
+    )
     assert summary["recall_at_50_vs_exact"] == {"min": 0.949, "median": 0.97, "max": 0.98}
     assert summary["in_process_p50_ms"] == {"min": 4.0, "median": 4.5, "max": 5.0}
     assert summary["over_exact_p50"] == {"min": 0.05, "median": 0.0562, "max": 0.0625}
@@ -169,11 +181,15 @@ def test_index_builds_are_summarised_and_judged_by_their_worst_build(tmp_path):
         "speedup_p50_batch_1": {"grpc": 12.0, "in_process": 16.0},
         "scann_builds": summary,
     }
-    (target,) = [t for t in serving_latency.targets({"catalogues": {"1m": catalogue}}) if "index builds" in t["target"]]
+    (target,) = [
+        t for t in serving_latency.targets({"catalogues": {"1m": catalogue}}) if "index builds" in t["target"]
+    ]
     assert not target["reached"]  # one build of three has recall 0.949 < 0.95
     assert "min 0.9490 / median 0.9700 / max 0.9800" in target["value"]
     catalogue["scann_builds"] = serving_latency.build_summary(builds[:1] + builds[2:])
-    (target,) = [t for t in serving_latency.targets({"catalogues": {"1m": catalogue}}) if "index builds" in t["target"]]
+    (target,) = [
+        t for t in serving_latency.targets({"catalogues": {"1m": catalogue}}) if "index builds" in t["target"]
+    ]
     assert target["reached"]
 
 
@@ -184,7 +200,9 @@ def test_the_plot_adds_the_scann_curve_when_measured(tmp_path):
     result = copy.deepcopy(result)
     grown = next(c for c in result["catalogues"].values() if c.get("kind") == "grown")
     grown["scann_curve"] = [_scann_row(s, 0.9 + s / 10_000, 1 + s / 100) for s in (50, 200, 1000)]
-    grown["scann_builds"] = serving_latency.build_summary([_scann_row(400, 0.97, 4.0), _scann_row(400, 0.96, 5.0)])
+    grown["scann_builds"] = serving_latency.build_summary(
+        [_scann_row(400, 0.97, 4.0), _scann_row(400, 0.96, 5.0)]
+    )
     path = serving_latency.plot(result, str(tmp_path / "latency.png"))
     import matplotlib.image
 

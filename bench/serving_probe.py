@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench import common
+from bench import arguments, datasets, run_record, summaries, training
 
 MODULE = "bench.serving_probe"
 SERVING_ETAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -69,24 +69,28 @@ def probe(model: Any, vocabulary: Any, validation: Any, etas: Sequence[float]) -
         metrics = Evaluator(_Served(clone), validation)()
         size = refinement_diagnostics(clone, validation.histories)["refinement_size"]
         rows.append({"label": label, **settings, "validation": metrics, "refinement_size": size})
-        common.log(f"{label}: validation recall@50 {metrics['recall@50']:.4f} (refinement size {size:.3f})")
+        run_record.log(
+            f"{label}: validation recall@50 {metrics['recall@50']:.4f} (refinement size {size:.3f})"
+        )
     return rows
 
 
 def parse_args(argv: Sequence[str]) -> Any:
     from bench import tune
 
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
     parser.add_argument("--model-dir", help="a trained dmi model directory (dmirec train --out)")
     parser.add_argument(
         "--trial", action="append", type=tune.parse_trial, default=[], metavar="NAME=MODEL[:KEY=VALUE,...]"
     )
     parser.add_argument(
-        "--etas", type=lambda t: [float(x) for x in t.split(",")], default=list(SERVING_ETAS),
+        "--etas",
+        type=lambda t: [float(x) for x in t.split(",")],
+        default=list(SERVING_ETAS),
         help="serving eta values (default 0,0.2,...,1)",
     )
-    common.add_training_arguments(parser, jobs=False)
+    arguments.add_training_arguments(parser, jobs=False)
     return parser.parse_args(argv)
 
 
@@ -94,25 +98,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    threads = common.configure_threads(args)
+    threads = arguments.configure_threads(args)
     from trainer import train as train_lib
     from trainer.config import parse_overrides
     from trainer.sequences import evaluation_set
 
     stem = "serving_probe" if args.data == "beauty" else f"serving_probe_{args.data}"
-    path = common.result_path(args.out, stem, args.quick)
-    result = common.read_json(path) or {"probes": {}}
-    result.update({**common.run_metadata(MODULE, argv, args.quick), "threads": threads})
-    shared = {**common.schedule(args.data, args.quick), "patience": 3, **parse_overrides(args.set)}
+    path = run_record.result_path(args.out, stem, args.quick)
+    result = run_record.read_json(path) or {"probes": {}}
+    result.update({**run_record.run_metadata(MODULE, argv, args.quick), "threads": threads})
+    shared = {**datasets.schedule(args.data, args.quick), "patience": 3, **parse_overrides(args.set)}
     models = []
     if args.model_dir:
         config, vocabulary, model = train_lib.load_model(args.model_dir)
-        dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
+        dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed, vocabulary=vocabulary)
         models.append((os.path.basename(os.path.normpath(args.model_dir)), "dmi", {}, model, vocabulary))
     else:
-        dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
+        dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
         for name, model_name, overrides in args.trial:
-            trained, _ = common.train_run(model_name, dataset.data, {**shared, **overrides}, evaluate_test=False)
+            trained, _ = training.train_run(
+                model_name, dataset.data, {**shared, **overrides}, evaluate_test=False
+            )
             models.append((name, model_name, overrides, trained.model, dataset.data.vocabulary))
     for name, model_name, overrides, model, vocabulary in models:
         validation = evaluation_set(dataset.data.eval, model.config.max_length)
@@ -122,20 +128,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "config": dataclasses.asdict(model.config),
             "rows": probe(model, vocabulary, validation, args.etas),
         }
-        common.write_json(path, result)
-    common.finish_metadata(result, started)
-    common.write_json(path, result)
+        run_record.write_json(path, result)
+    run_record.finish_metadata(result, started)
+    run_record.write_json(path, result)
     for name, entry in result["probes"].items():
         print(f"\n{name} ({entry['overrides']}), validation users")
         print(
-            common.text_table(
+            summaries.text_table(
                 ["serving", "val R@50", "val HR@50", "refinement size"],
                 [
                     [
                         row["label"],
                         f"{row['validation']['recall@50']:.4f}",
                         f"{row['validation']['hit_rate@50']:.4f}",
-                        common.format_number(row.get("refinement_size"), 3),
+                        summaries.format_number(row.get("refinement_size"), 3),
                     ]
                     for row in entry["rows"]
                 ],

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import common, serving_latency
+from bench import arguments, run_record, serving_latency, summaries, timing
 
 MODULE = "bench.serving_profile"
 VARIANTS = ("in_process", "handler", "grpc", "floor")
@@ -178,7 +178,9 @@ def interleaved(
     return seconds
 
 
-def profile_handler(servicer: Any, requests: Sequence[Any], calls: int, top: int = 15) -> list[dict[str, Any]]:
+def profile_handler(
+    servicer: Any, requests: Sequence[Any], calls: int, top: int = 15
+) -> list[dict[str, Any]]:
     """The functions taking the most time (own time) over ``calls`` handler calls, per call."""
     context = _Context()
     profiler = cProfile.Profile()
@@ -202,7 +204,7 @@ def profile_handler(servicer: Any, requests: Sequence[Any], calls: int, top: int
 
 
 def _short_path(path: str) -> str:
-    for marker in ("site-packages/", common.REPO_ROOT + "/"):
+    for marker in ("site-packages/", run_record.REPO_ROOT + "/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path
@@ -236,22 +238,22 @@ def measure_servable(
             "grpc": lambda i: client.predict(requests[i % n]),
             "floor": lambda i: floor_client.predict(requests[i % n]),
         }
-        common.log(f"  {name}: {args.rounds} requests of each of {', '.join(calls)} in turns of {BLOCK}")
+        run_record.log(f"  {name}: {args.rounds} requests of each of {', '.join(calls)} in turns of {BLOCK}")
         seconds = interleaved(calls, args.rounds)
-        common.log(f"  {name}: the handler's pieces, {args.rounds} requests")
+        run_record.log(f"  {name}: the handler's pieces, {args.rounds} requests")
         pieces: dict[str, list[float]] = {piece: [] for piece in PIECES}
         for i in range(args.rounds):
             function(tensors[i % n])  # the same neighbourhood as above: a model call between handler calls
             for piece, value in handler_pieces(registry, requests[i % n], limits).items():
                 pieces[piece].append(value)
-        common.log(f"  {name}: cProfile of {args.profile_calls} handler calls")
+        run_record.log(f"  {name}: cProfile of {args.profile_calls} handler calls")
         profile = profile_handler(servicer, requests, args.profile_calls)
     finally:
         client.close()
         floor_client.close()
         registry.stop()
         del loaded
-    summary = {variant: common.latency_summary(s) for variant, s in seconds.items()}
+    summary = {variant: timing.latency_summary(s) for variant, s in seconds.items()}
     p50 = {variant: summary[variant]["p50_ms"] for variant in VARIANTS}
     return {
         "latency": summary,
@@ -271,7 +273,7 @@ def measure_servable(
 def add_server_side(servable: dict[str, Any], times: Mapping[str, list[float]]) -> None:
     """The server's own timing of the gRPC variant's requests (the last ``requests`` it answered)."""
     count = servable["latency"]["grpc"]["count"]
-    inside = {kind: common.latency_summary(seconds[-count:]) for kind, seconds in times.items()}
+    inside = {kind: timing.latency_summary(seconds[-count:]) for kind, seconds in times.items()}
     servable["in_server"] = inside
     derived = servable["derived_p50_ms"]
     handler, signature = inside["handler"]["p50_ms"], inside["signature"]["p50_ms"]
@@ -293,10 +295,10 @@ def rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 
 def parse_args(argv: Sequence[str]) -> Any:
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
     add = parser.add_argument
-    common.add_model_arguments(parser)
+    arguments.add_model_arguments(parser)
     add("--servables", default="dmi_exact,dmi", help="servables to profile (default dmi_exact,dmi)")
     add("--rounds", type=int, help="timed requests per variant and servable (default 1000; --quick 300)")
     add("--profile-calls", type=int, default=300, help="handler calls under cProfile (default 300)")
@@ -314,15 +316,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_timed(argv[1], argv[3:])
     args = parse_args(argv)
     started = time.perf_counter()
-    threads = common.configure_threads(args)
+    threads = arguments.configure_threads(args)
     import scann  # noqa: F401  (before any SavedModel with a ScaNN index is loaded)
 
-    path = common.result_path(args.out, "serving_profile", args.quick)
+    path = run_record.result_path(args.out, "serving_profile", args.quick)
     _, config, vocabulary, model, model_info, histories = serving_latency.model_and_test_histories(args)
     directory = os.path.join(args.work_dir, "serving_profile")
     os.makedirs(directory, exist_ok=True)
     max_top_n = min(200, model.num_items)
-    common.log(f"exporting {model.num_items:,} items")
+    run_record.log(f"exporting {model.num_items:,} items")
     layout, _ = serving_latency.export_layout(model, vocabulary, directory, max_top_n, None, None)
     layout = {name: layout[name] for name in args.servables}
     histories = histories[:200]
@@ -330,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor_ids = np.asarray(exact(serving_latency.string_tensor(histories[:1]))["item_ids"])
     del loaded, exact
     result: dict[str, Any] = {
-        **common.run_metadata(MODULE, argv, args.quick),
+        **run_record.run_metadata(MODULE, argv, args.quick),
         "model": {**model_info, "config": dataclasses.asdict(config)},
         "items": model.num_items,
         "threads": threads,
@@ -356,10 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, times in server.times().items():
             if name in result["servables"]:
                 add_server_side(result["servables"][name], times)
-    common.finish_metadata(result, started)
-    common.write_json(path, result)
+    run_record.finish_metadata(result, started)
+    run_record.write_json(path, result)
     print(f"\nOne batch-1 Predict, the variants in turns of {BLOCK} requests")
-    print(common.text_table(*rows(result)))
+    print(summaries.text_table(*rows(result)))
     for name, servable in result["servables"].items():
         inside = servable.get("in_server", {})
         server_side = ", ".join(f"{k} {v['p50_ms']:.3f}" for k, v in inside.items())

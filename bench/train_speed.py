@@ -38,7 +38,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench import common
+from bench import arguments, datasets, plots, references, run_record, summaries, training
 
 MODULE = "bench.train_speed"
 MODELS = ("dmi", "remi", "comirec")
@@ -60,7 +60,7 @@ def measure(model: str, data: Any, period: int, periods: int, overrides: Mapping
     from trainer import batches
 
     schedule = {**overrides, "max_steps": period * (periods + 1), "eval_every": period, "patience": 10**9}
-    result, record = common.train_run(model, data, schedule, seed=0, evaluate_test=False)
+    result, record = training.train_run(model, data, schedule, seed=0, evaluate_test=False)
     config = result.config
     batch = config.batch_size
     measured = record["history"][1:]
@@ -127,7 +127,7 @@ def catalogue_dataset(items: int, eval_users: int = SWEEP_EVAL_USERS) -> Any:
     cut to the first ``eval_users`` validation users (:data:`SWEEP_EVAL_USERS`).
 
     Returns:
-      A :class:`bench.common.Dataset`.
+      A :class:`bench.datasets.Dataset`.
     """
     from trainer import interactions, synthetic
     from trainer.sequences import EncodedSequences, SequenceData, user_sequence
@@ -141,7 +141,7 @@ def catalogue_dataset(items: int, eval_users: int = SWEEP_EVAL_USERS) -> Any:
     kept = [held.sequence(user) for user in range(min(eval_users, len(held)))]
     splits = {**data.splits, "eval": EncodedSequences.from_index_lists(held.user_ids[: len(kept)], kept)}
     source = f"trainer.synthetic.{config} ({len(kept)} validation users)"
-    return common.Dataset(f"synthetic-{items}", SequenceData(data.vocabulary, splits), source)
+    return datasets.Dataset(f"synthetic-{items}", SequenceData(data.vocabulary, splits), source)
 
 
 def sweep_catalogues(
@@ -172,7 +172,7 @@ def sweep_catalogues(
     models = list(beauty["models"])
     rows = [{"data": beauty["data"], "models": {m: {"auto": r} for m, r in beauty["models"].items()}}]
     for size in sizes:
-        common.log(f"== generating a synthetic log of {size:,} items (Beauty's length profile)")
+        run_record.log(f"== generating a synthetic log of {size:,} items (Beauty's length profile)")
         dataset = catalogue_dataset(size)
         entry: dict[str, Any] = {"data": dataset.describe(), "models": {}}
         for model in models:
@@ -180,12 +180,12 @@ def sweep_catalogues(
             if optimizers.item_table_update("auto", dataset.data.num_items) == "lazy":
                 updates.append("dense")
             for update in updates:
-                common.log(f"== {dataset.data.num_items:,} items: {model}, item_table_update={update}")
+                run_record.log(f"== {dataset.data.num_items:,} items: {model}, item_table_update={update}")
                 settings = {**overrides, "item_table_update": update}
                 record = measure(model, dataset.data, period, periods, settings)
                 entry["models"].setdefault(model, {})[update] = record
                 rate = record["examples_per_second"]
-                common.log(f"   {rate:,.0f} examples/s ({record['item_table_update']})")
+                run_record.log(f"   {rate:,.0f} examples/s ({record['item_table_update']})")
         rows.append(entry)
     for entry in rows:
         for model, by_update in entry["models"].items():
@@ -198,11 +198,11 @@ def sweep_catalogues(
 def converged_wall_time(out_dir: str) -> dict[str, Any] | None:
     """Wall time of the DMI (and REMI) runs of an existing Beauty reproduce result, without retraining."""
     for quick in (False, True):
-        previous = common.read_json(common.result_path(out_dir, "reproduce", quick))
+        previous = run_record.read_json(run_record.result_path(out_dir, "reproduce", quick))
         if not previous:
             continue
         found: dict[str, Any] = {
-            "source": common.result_path(out_dir, "reproduce", quick),
+            "source": run_record.result_path(out_dir, "reproduce", quick),
             "quick": quick,
             "commit": previous.get("commit"),
             "note": "quick run: a short schedule, NOT a converged model" if quick else "full schedule",
@@ -274,7 +274,7 @@ def catalogue_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]
 
 def plot(result: Mapping[str, Any], path: str) -> str:
     """Bars of examples/s per model with each model's floor; with a sweep, examples/s against items."""
-    plt = common.pyplot()
+    plt = plots.pyplot()
     models = list(result["models"])
     rates = [result["models"][m]["examples_per_second"] for m in models]
     sweep = result.get("catalogues") or []
@@ -315,15 +315,15 @@ def plot(result: Mapping[str, Any], path: str) -> str:
         axis.set_ylim(bottom=0)
         axis.set_title("Throughput by catalogue size")
         axis.legend(fontsize=7)
-    return common.save_figure(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def parse_args(argv: Sequence[str]) -> Any:
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
     parser.add_argument(
         "--models",
-        type=common.parse_name_list(MODELS),
+        type=arguments.parse_name_list(MODELS),
         default=list(MODELS),
         help=f"comma-separated models (default: {','.join(MODELS)})",
     )
@@ -336,7 +336,7 @@ def parse_args(argv: Sequence[str]) -> Any:
     )
     parser.add_argument(
         "--catalogues",
-        type=common.parse_int_list,
+        type=arguments.parse_int_list,
         default=[],
         help="also sweep these synthetic catalogue sizes (items, Beauty's length profile), e.g. 100000,400000",
     )
@@ -346,7 +346,7 @@ def parse_args(argv: Sequence[str]) -> Any:
         help="appended to the result file's name (e.g. threads1x1: a same-conditions baseline for a thread "
         "study that must not replace the committed train_speed.json)",
     )
-    common.add_training_arguments(parser, jobs=False)
+    arguments.add_training_arguments(parser, jobs=False)
     return parser.parse_args(argv)
 
 
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    threads = common.configure_threads(args)
+    threads = arguments.configure_threads(args)
     from trainer.config import parse_overrides
 
     period = args.period or (100 if args.quick else 250)
@@ -365,10 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stem += f"_threads{args.intra_op_threads}x{args.inter_op_threads}"
     if args.tag:
         stem += f"_{args.tag}"
-    path = common.result_path(args.out, stem, args.quick)
-    dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
+    path = run_record.result_path(args.out, stem, args.quick)
+    dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
     result: dict[str, Any] = {
-        **common.run_metadata(MODULE, argv, args.quick),
+        **run_record.run_metadata(MODULE, argv, args.quick),
         "data": dataset.describe(),
         "threads": threads,
         "period_steps": period,
@@ -376,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": args.repeats,
         "overrides": overrides,
         "anchor": {
-            "examples_per_second": common.REMI_PYTORCH_EXAMPLES_PER_SECOND,
+            "examples_per_second": references.REMI_PYTORCH_EXAMPLES_PER_SECOND,
             "what": "REMI's own PyTorch code on these 2-core machines, batch 128",
             "source": "anchor from the issue, not measured here",
         },
@@ -384,9 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats: dict[str, list[dict[str, Any]]] = {model: [] for model in args.models}
     for repeat in range(args.repeats):
         for model in args.models:
-            common.log(f"== {model}: {period} warm-up + {periods} x {period} steps (repeat {repeat + 1})")
+            run_record.log(f"== {model}: {period} warm-up + {periods} x {period} steps (repeat {repeat + 1})")
             repeats[model].append(measure(model, dataset.data, period, periods, overrides))
-            common.log(f"   {model}: {repeats[model][-1]['examples_per_second']:,.0f} examples/s")
+            run_record.log(f"   {model}: {repeats[model][-1]['examples_per_second']:,.0f} examples/s")
     result["models"] = {}
     for model, runs in repeats.items():
         best = dict(runs[0])
@@ -399,24 +399,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     rates = {m: e["examples_per_second"] for m, e in result["models"].items()}
     if "dmi" in rates and "remi" in rates:
         result["dmi_over_remi"] = rates["dmi"] / rates["remi"]
-    result["vs_anchor"] = {m: r / common.REMI_PYTORCH_EXAMPLES_PER_SECOND for m, r in rates.items()}
+    result["vs_anchor"] = {m: r / references.REMI_PYTORCH_EXAMPLES_PER_SECOND for m, r in rates.items()}
     if args.catalogues:
         beauty = {"data": result["data"], "models": {m: result["models"][m] for m in args.models}}
         result["catalogues"] = sweep_catalogues(args.catalogues, beauty, period, periods, overrides)
     result["converged_wall_time"] = converged_wall_time(args.out)
-    result["figure"] = os.path.basename(plot(result, common.result_path(args.out, stem, args.quick, ".png")))
-    common.finish_metadata(result, started)
-    common.write_json(path, result)
+    result["figure"] = os.path.basename(
+        plot(result, run_record.result_path(args.out, stem, args.quick, ".png"))
+    )
+    run_record.finish_metadata(result, started)
+    run_record.write_json(path, result)
 
     batch = next(iter(result["models"].values()))["batch_size"]
     print(f"\nTraining throughput on {args.data}, batch {batch}")
-    print(common.text_table(*summary_rows(result)))
+    print(summaries.text_table(*summary_rows(result)))
     if args.catalogues:
         print("\nBy catalogue size")
-        print(common.text_table(*catalogue_rows(result)))
+        print(summaries.text_table(*catalogue_rows(result)))
     if "dmi_over_remi" in result:
         print(f"dmi / remi throughput: {result['dmi_over_remi']:.2f}")
-    anchor = common.REMI_PYTORCH_EXAMPLES_PER_SECOND
+    anchor = references.REMI_PYTORCH_EXAMPLES_PER_SECOND
     print(f"anchor: REMI PyTorch ~{anchor:,.0f} examples/s (from the issue, not measured here)")
     converged = result["converged_wall_time"]
     if converged:

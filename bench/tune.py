@@ -1,7 +1,7 @@
 """Hyperparameter search for ``dmi`` on validation users only (never test users).
 
 Each trial is a variant plus config overrides, trained under the Beauty schedule (or ``--set`` values) with
-:func:`bench.common.train_run` and ``evaluate_test=False``: only validation Recall@50 / HitRate@50 and the
+:func:`bench.training.train_run` and ``evaluate_test=False``: only validation Recall@50 / HitRate@50 and the
 step of the best evaluation are recorded, so nothing in the search can leak test users. The chosen
 values are then trained and tested by ``bench.reproduce``.
 
@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench import common
+from bench import arguments, datasets, plots, run_record, summaries, training
 
 MODULE = "bench.tune"
 
@@ -153,13 +153,13 @@ def changes_from_paper(model: str, config: Mapping[str, Any]) -> dict[str, Any]:
 
     Args:
       model: the trial's variant (a ``remi`` trial is described by its preset alone: ``{}``).
-      config: the trial's full config as recorded (:func:`bench.common.config_dict`).
+      config: the trial's full config as recorded (:func:`bench.training.config_dict`).
     """
     if model != "dmi":
         return {}
     from trainer.config import parse_overrides
 
-    paper = common.config_dict("dmi", parse_overrides(_PAPER.split(",")))
+    paper = training.config_dict("dmi", parse_overrides(_PAPER.split(",")))
     schedule = ("max_steps", "eval_every", "patience")
     return {key: value for key, value in config.items() if paper.get(key) != value and key not in schedule}
 
@@ -179,20 +179,20 @@ def _locked(path: str) -> Any:
 def save_trial(path: str, metadata: Mapping[str, Any], name: str | None, entry: Any = None) -> dict[str, Any]:
     """Merges ``metadata`` and trial ``name`` into the result file at ``path`` and returns the result."""
     with _locked(path):
-        result = common.read_json(path) or {"trials": {}}
+        result = run_record.read_json(path) or {"trials": {}}
         result.update(metadata)
         commands = result.setdefault("invocations", [])
         if metadata.get("command") and metadata["command"] not in commands:
             commands.append(metadata["command"])
         if name is not None:
             result["trials"][name] = entry
-        common.write_json(path, result)
+        run_record.write_json(path, result)
     return result
 
 
 def plot_trials(trials: Mapping[str, Any], path: str) -> str:
     """Horizontal bars of the best validation Recall@50 per trial (mean over its seeds), best on top."""
-    plt = common.pyplot()
+    plt = plots.pyplot()
     ranked = sorted(trials.items(), key=lambda item: item[1]["val_recall@50"]["mean"])
     figure, axis = plt.subplots(figsize=(7, 0.35 * len(ranked) + 1.5))
     names = [name for name, _ in ranked]
@@ -205,7 +205,7 @@ def plot_trials(trials: Mapping[str, Any], path: str) -> str:
     axis.set_xlabel("best validation Recall@50 (validation users only)")
     axis.set_title("bench.tune: search on validation users (gray: baselines)")
     axis.grid(axis="x", alpha=0.3)
-    return common.save_figure(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def refinement_summary(entry: Mapping[str, Any]) -> dict[str, float | None]:
@@ -222,7 +222,7 @@ def plot_refinement(trials: Mapping[str, Any], path: str) -> str:
     """Validation Recall@50 against the refinement size ``||Z - v|| / ||v||`` at the best evaluation, one
     point per trial with diagnostics, and the gain of the refinement (arrow from the same weights'
     unrefined Recall@50); horizontal lines: the baselines."""
-    plt = common.pyplot()
+    plt = plots.pyplot()
     figure, axis = plt.subplots(figsize=(7.5, 5))
     for name, entry in trials.items():
         if entry["model"] != "dmi":
@@ -243,12 +243,12 @@ def plot_refinement(trials: Mapping[str, Any], path: str) -> str:
     axis.set_ylabel("best validation Recall@50")
     axis.set_title("bench.tune: what the refinement adds (arrow: from the same weights unrefined)")
     axis.grid(alpha=0.3)
-    return common.save_figure(figure, path)
+    return plots.save_figure(figure, path)
 
 
 def parse_args(argv: Sequence[str]) -> Any:
-    parser = common.base_parser(MODULE, __doc__)
-    common.add_data_arguments(parser)
+    parser = arguments.base_parser(MODULE, __doc__)
+    arguments.add_data_arguments(parser)
     parser.add_argument(
         "--trial",
         action="append",
@@ -258,7 +258,7 @@ def parse_args(argv: Sequence[str]) -> Any:
         help="a trial to run (repeatable; default: the recorded search, DEFAULT_TRIALS)",
     )
     parser.add_argument("--seeds", type=int, default=1, help="seeds per trial (default 1)")
-    common.add_training_arguments(parser, jobs=False)
+    arguments.add_training_arguments(parser, jobs=False)
     return parser.parse_args(argv)
 
 
@@ -266,73 +266,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     started = time.perf_counter()
-    threads = common.configure_threads(args)
+    threads = arguments.configure_threads(args)
     from trainer.config import parse_overrides
 
     trials = args.trial or [parse_trial(text) for text in (QUICK_TRIALS if args.quick else DEFAULT_TRIALS)]
     shared = {
-        **common.schedule(args.data, args.quick),
+        **datasets.schedule(args.data, args.quick),
         **({} if args.quick else {"patience": SEARCH_PATIENCE}),
         **parse_overrides(args.set),
     }
     stem = "tuning" if args.data == "beauty" else f"tuning_{args.data}"
-    path = common.result_path(args.out, stem, args.quick)
-    dataset = common.load_dataset(args.data, args.beauty_path, args.split_seed)
-    common.log(f"{args.data}: {dataset.describe()}")
+    path = run_record.result_path(args.out, stem, args.quick)
+    dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
+    run_record.log(f"{args.data}: {dataset.describe()}")
     metadata = {
-        **common.run_metadata(MODULE, argv, args.quick),
+        **run_record.run_metadata(MODULE, argv, args.quick),
         "data": dataset.describe(),
         "threads": threads,
         "note": "validation users only: test users are never evaluated by this script",
     }
     for name, model, overrides in trials:
-        config = common.config_dict(model, {**shared, **overrides})
+        config = training.config_dict(model, {**shared, **overrides})
         entry = save_trial(path, metadata, None)["trials"].get(name)
-        if entry is None or entry["model"] != model or not common.same_config(entry["config"], config):
+        if entry is None or entry["model"] != model or not training.same_config(entry["config"], config):
             entry = {"model": model, "overrides": overrides, "config": config, "runs": []}
         done = {run["seed"] for run in entry["runs"]}
         for seed in range(args.seeds):
             if seed in done:
-                common.log(f"{name} seed {seed}: already in {path}")
+                run_record.log(f"{name} seed {seed}: already in {path}")
                 continue
-            common.log(f"{name} seed {seed}: {model} {overrides}")
-            _, record = common.train_run(
+            run_record.log(f"{name} seed {seed}: {model} {overrides}")
+            _, record = training.train_run(
                 model, dataset.data, {**shared, **overrides}, seed, evaluate_test=False
             )
             record.pop("test")
             entry["runs"].append(record)
-            entry["val_recall@50"] = common.summarize(
+            entry["val_recall@50"] = summaries.summarize(
                 [run["validation"]["recall@50"] for run in entry["runs"]]
             )
-            entry["val_hit_rate@50"] = common.summarize(
+            entry["val_hit_rate@50"] = summaries.summarize(
                 [run["validation"]["hit_rate@50"] for run in entry["runs"]]
             )
             save_trial(path, metadata, name, entry)
-            common.log(
+            run_record.log(
                 f"{name} seed {seed}: best validation R@50 {record['validation']['recall@50']:.4f} "
                 f"at step {record['best_step']} ({record['wall_time_s']:.0f} s)"
             )
     result = save_trial(path, metadata, None)
-    figure = plot_trials(result["trials"], common.result_path(args.out, stem, args.quick, ".png"))
+    figure = plot_trials(result["trials"], run_record.result_path(args.out, stem, args.quick, ".png"))
     metadata["figure"] = os.path.basename(figure)
     refinement = plot_refinement(
-        result["trials"], common.result_path(args.out, f"{stem}_refinement", args.quick, ".png")
+        result["trials"], run_record.result_path(args.out, f"{stem}_refinement", args.quick, ".png")
     )
     metadata["refinement_figure"] = os.path.basename(refinement)
-    result = save_trial(path, common.finish_metadata(metadata, started), None)
+    result = save_trial(path, run_record.finish_metadata(metadata, started), None)
 
     rows = sorted(result["trials"].items(), key=lambda item: -item[1]["val_recall@50"]["mean"])
     print(f"\nSearch on {args.data} validation users ({shared}); best first")
     print(
-        common.text_table(
+        summaries.text_table(
             ["trial", "model", "overrides", "val R@50", "val HR@50", "best step", "runs"],
             [
                 [
                     name,
                     entry["model"],
                     ",".join(f"{k}={v}" for k, v in entry["overrides"].items()) or "-",
-                    common.format_stat(entry["val_recall@50"]),
-                    common.format_stat(entry["val_hit_rate@50"]),
+                    summaries.format_stat(entry["val_recall@50"]),
+                    summaries.format_stat(entry["val_hit_rate@50"]),
                     ",".join(str(run["best_step"]) for run in entry["runs"]),
                     len(entry["runs"]),
                 ]

@@ -1,0 +1,20 @@
+"""Tests for bench.run_record: result paths and atomic JSON files."""
+
+import os
+
+from bench import run_record
+
+
+def test_result_path_never_overwrites_full_results(tmp_path):
+    assert run_record.result_path(str(tmp_path), "reproduce", False).endswith("reproduce.json")
+    assert run_record.result_path(str(tmp_path), "reproduce", True).endswith("reproduce_quick.json")
+    assert run_record.result_path(str(tmp_path), "x", True, ".png").endswith("x_quick.png")
+
+
+
+def test_write_json_is_atomic_and_readable(tmp_path):
+    path = str(tmp_path / "a" / "r.json")
+    run_record.write_json(path, {"value": (1, 2)})
+    assert run_record.read_json(path) == {"value": [1, 2]}
+    assert not os.path.exists(path + ".tmp")
+    assert run_record.read_json(str(tmp_path / "missing.json")) is None
