@@ -27,6 +27,7 @@ SECTIONS = (
     ("ddim_steps", "DDIM sampling steps (Figure 4) and number of interests K (Table 5)"),
     ("train_speed", "Training throughput"),
     ("serving_latency", "Serving latency through gRPC"),
+    ("serving_capacity", "Serving throughput: requests/s at a p99 bound under concurrent clients"),
     ("reliability", "Server reliability: hostile input, load, hot swaps, faults"),
 )
 QUICK_WARNING = (
@@ -357,6 +358,24 @@ def section_serving(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def section_capacity(result: Mapping[str, Any]) -> list[str]:
+    from bench import serving_capacity
+
+    settings = result["settings"]
+    return [
+        f"Model: {result['model']['source']}. Server: {settings['server']}. {settings['clients']} clients "
+        f"(one thread and channel each) send {settings['requests']}. The rate is the highest offered rate "
+        f"(open loop, latency counted from each request's due time, {settings['duration_s']} s per probe, "
+        f"{settings['probes']} bisection probes) whose p99 is <= {settings['p99_ms']:g} ms with at least "
+        f"{settings['kept_up']:.0%} of it answered; the closed loop (each client sends when answered) gives "
+        "the saturation throughput. The floor is the trivial TF-Serving-API server in the same run: what "
+        "the Python clients and loopback allow on this machine.",
+        "",
+        summaries.markdown_table(*serving_capacity.rows(result)),
+        "",
+    ]
+
+
 def section_reliability(result: Mapping[str, Any]) -> list[str]:
     phases = result["phases"]
     fuzzed, sizes, load, swap, faults = (
@@ -607,10 +626,10 @@ def render(results_dir: str = run_record.RESULTS_DIR, docs_path: str = DOCS_PATH
         "commit and machine load of its numbers. Quick runs (`--quick`) only prove that a script works; "
         "they are labelled as such and are not results to compare with the paper.",
         "",
-        "How to run: `dmirec bench [--quick] [--only tune,reproduce,synthetic,ablation,ddim,speed,serving,reliability]` (or "
+        "How to run: `dmirec bench [--quick] [--only tune,reproduce,synthetic,ablation,ddim,speed,serving,capacity,reliability]` (or "
         "`make bench BENCH_ARGS=--quick`) runs the scripts one after the other and rewrites this file; each "
         "script also runs alone, `python -m bench.<script> --help` (`reproduce`, `ablation`, `ddim_steps`, "
-        "`train_speed`, `serving_latency`, `reliability`); `python -m bench.report` only rewrites this file. Large "
+        "`train_speed`, `serving_latency`, `serving_capacity`, `reliability`); `python -m bench.report` only rewrites this file. Large "
         "artifacts (models, exports, server logs) go to `bench/work/` (git-ignored).",
         "",
         "| benchmark | file | mode | command |",
@@ -633,6 +652,7 @@ def render(results_dir: str = run_record.RESULTS_DIR, docs_path: str = DOCS_PATH
         "ddim_steps": section_ddim,
         "train_speed": section_speed,
         "serving_latency": section_serving,
+        "serving_capacity": section_capacity,
         "reliability": section_reliability,
     }
     for number, (stem, title) in enumerate(SECTIONS, start=1):
@@ -661,6 +681,7 @@ def _module(stem: str) -> str:
         "ddim_steps": "bench.ddim_steps",
         "train_speed": "bench.train_speed",
         "serving_latency": "bench.serving_latency",
+        "serving_capacity": "bench.serving_capacity",
         "reliability": "bench.reliability",
     }[stem]
 

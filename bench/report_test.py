@@ -201,3 +201,42 @@ def test_report_labels_quick_runs_and_lists_what_is_missing(tmp_path):
     text = report.render(str(tmp_path), str(tmp_path / "results.md"))
     assert "`bench/results/reproduce.json` (full run" in text
     json.dumps(text)
+
+
+def test_a_serving_capacity_result_gives_its_table(tmp_path):
+    results, docs = _paths(tmp_path)
+
+    def figure(rate: float, of_floor: float | None = None) -> dict[str, Any]:
+        out = {
+            "max_requests_per_s": rate,
+            "closed_loop": {"requests_per_s": 2 * rate, "latency": {"p99_ms": 40.0}},
+        }
+        return out if of_floor is None else {**out, "of_floor": of_floor}
+
+    capacity = {
+        "command": "python -m bench.serving_capacity",
+        "quick": False,
+        "model": {"source": "trained here"},
+        "settings": {
+            "clients": 32,
+            "p99_ms": 20.0,
+            "duration_s": 5.0,
+            "probes": 6,
+            "kept_up": 0.97,
+            "server": "dmirec serve",
+            "requests": "batch-1 PredictRequest",
+        },
+        "capacity": {
+            "floor": figure(1000.0),
+            "modes": {"unbatched": {"dmi_exact": figure(300.0, 0.3)}, "batched": {"dmi": figure(400.0, 0.4)}},
+        },
+    }
+    run_record.write_json(os.path.join(results, "serving_capacity.json"), capacity)
+    number, title = next(
+        (n, t) for n, (stem, t) in enumerate(report.SECTIONS, 1) if stem == "serving_capacity"
+    )
+    section = _section(report.render(results, docs), f"## {number}. {title}")
+    assert "p99 is <= 20 ms with at least 97% of it answered" in section
+    assert "| floor: trivial server | - | 1000.0 | 1 | 2000.0 | 40.0 |" in section
+    assert "| dmi_exact | unbatched | 300.0 | 0.300 | 600.0 | 40.0 |" in section
+    assert "| dmi | batched | 400.0 | 0.400 | 800.0 | 40.0 |" in section

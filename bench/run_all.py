@@ -10,8 +10,10 @@ result directory (see :mod:`bench.report`).
     dmirec bench --only serving,speed             # a subset
     dmirec bench --report-only                    # only rewrite docs/results.md
 
-Benchmarks (in run order): tune (the hyperparameter search on validation users), reproduce (Table 2 on Beauty), synthetic (all models on the synthetic log),
-ablation (Table 3), ddim (DDIM steps and K), speed (training throughput), serving (gRPC latency).
+Benchmarks (in run order): tune (the hyperparameter search on validation users), reproduce (Table 2 on
+Beauty), synthetic (all models on the synthetic log), ablation (Table 3), ddim (DDIM steps and K), speed
+(training throughput), serving (gRPC latency), capacity (requests/s at a p99 bound under 32 clients),
+reliability (hostile input, load, hot swaps, faults).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ddim": ("bench.ddim_steps", ()),
     "speed": ("bench.train_speed", ()),
     "serving": ("bench.serving_latency", ()),
+    "capacity": ("bench.serving_capacity", ()),
     "reliability": ("bench.reliability", ()),
 }
 
