@@ -207,3 +207,42 @@ def test_the_plot_adds_the_scann_curve_when_measured(tmp_path):
     import matplotlib.image
 
     assert matplotlib.image.imread(path).shape[1] > 3 * 5.5 * 90  # three panels wide
+
+
+def test_a_grown_catalogue_keeps_the_trained_rows_and_grows_the_rows_asked_for():
+    import trainer  # noqa: F401  (Keras 2 before TensorFlow)
+    from trainer import config
+    from trainer.sequences import Vocabulary
+    from trainer.train import build_model
+
+    small = {"embedding_dim": 8, "num_interests": 2, "max_length": 4, "num_negatives": 8, "diffusion_steps": 2}
+    vocabulary = Vocabulary(tuple(f"i{i}" for i in range(50)), tuple(range(50, 0, -1)))
+    model = build_model(config.variant_config("dmi", small), vocabulary)
+    rng = np.random.default_rng(3)
+    trained = model.item_table.numpy()
+    trained[1:] = rng.normal(2.0, 0.5, size=(50, 8)) * rng.choice([-1.0, 1.0], size=(50, 1))
+    model.item_table.assign(trained)
+    known = trained[1:]
+    grown = {}
+    for rows in ("clustered", "gaussian"):
+        big, big_vocabulary = serving_latency.grown_catalogue(model, vocabulary, 20_051, seed=0, rows=rows)
+        table = big.item_table.numpy()
+        assert table.shape == (20_052, 8) and np.array_equal(table[:51], trained)
+        assert big_vocabulary.item_ids[:50] == vocabulary.item_ids and big_vocabulary.item_ids[-1] == "synthetic-20051"
+        others = [(a, b) for a, b in zip(big.get_weights(), model.get_weights()) if a.shape != table.shape]
+        assert len(others) == len(model.get_weights()) - 1 and all(np.array_equal(a, b) for a, b in others)
+        grown[rows] = table[51:]
+    # Gaussian rows: the trained table's per-dimension mean and std.
+    np.testing.assert_allclose(grown["gaussian"].mean(0), known.mean(0), atol=0.05)
+    np.testing.assert_allclose(grown["gaussian"].std(0), known.std(0), rtol=0.05)
+    # Clustered rows: a trained row plus noise of the same std, so the variance doubles, and the two clusters
+    # of the trained rows (at +-2 along the diagonal, 5.66 from the origin) stay apart: few rows project near
+    # the origin (P(|5.66 + N(0, ~2.1)| < 1.5) ~ 0.02), where Gaussian rows have their mode (~0.5 of them).
+    np.testing.assert_allclose(grown["clustered"].std(0), np.sqrt(2) * known.std(0), rtol=0.05)
+    axis = np.ones(8) / np.sqrt(8)
+    near_origin = {rows: float(np.mean(np.abs(table @ axis) < 1.5)) for rows, table in grown.items()}
+    assert near_origin["clustered"] < 0.1 and near_origin["gaussian"] > 0.3, near_origin
+    with pytest.raises(ValueError, match="must exceed"):
+        serving_latency.grown_catalogue(model, vocabulary, 50, seed=0)
+    with pytest.raises(ValueError, match="unknown grown rows"):
+        serving_latency.grown_catalogue(model, vocabulary, 100, seed=0, rows="uniform")
