@@ -159,8 +159,9 @@ class ModelConfig:
         Adam over every row each step, O(N d)), ``lazy`` (only the batch's rows, as LazyAdam / SparseAdam)
         or ``auto`` (dense below ``trainer.optimizers.LAZY_MIN_ITEMS`` items, lazy from there: the same
         throughput at 400k items as at Beauty's 12k).
-      max_steps: training steps at most.
-      eval_every: steps between validation evaluations (one Keras "epoch").
+      max_steps: training steps at most (fewer only when early stopping ends the run).
+      eval_every: steps between validation evaluations (one Keras "epoch"); validation also runs after
+        the last step when ``max_steps`` is not a multiple of it.
       patience: evaluations without a validation Recall@50 improvement before stopping.
       steps_per_call: training steps per compiled call (fewer Python round trips).
       min_cut: smallest cut position of a training example (protocol: 4, so the history has >= 4 items).

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import statistics
 import sys
 import time
@@ -128,9 +127,10 @@ class _ValidationAndCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
         seconds = time.perf_counter() - self._period_start
-        examples_per_second = self.config.eval_every * self.config.batch_size / seconds
+        period = self.params["steps"]  # this fit's steps per epoch: eval_every, or a shorter last period
+        examples_per_second = period * self.config.batch_size / seconds
         metrics = self.evaluator()
-        step = (epoch + 1) * self.config.eval_every
+        step = self.state["steps"] + period
         diagnostics: dict[str, Any] = {}
         if self.coarse_evaluator is not None:
             diagnostics = refinement_diagnostics(self.model, self.evaluator.evaluation_set.histories)
@@ -155,6 +155,7 @@ class _ValidationAndCheckpoint(keras.callbacks.Callback):
         else:
             self.state["wait"] += 1
         self.state["epoch"] = epoch + 1
+        self.state["steps"] = step
         logger.info(
             "step %d: validation %s %.4f (best %.4f at step %d), %.0f examples/s",
             step,
@@ -208,6 +209,21 @@ def build_model(
     return model
 
 
+def _periods(steps: int, config: ModelConfig) -> tuple[int, int]:
+    """``(period, count)``: the next validation periods after ``steps`` trained steps, as one Keras fit.
+
+    Validation runs every ``eval_every`` steps and after step ``max_steps``, so a run trains exactly
+    ``max_steps`` steps (e.g. 2,500 with ``eval_every=1000``: periods of 1,000, 1,000 and 500). The full
+    periods run as one fit of ``count`` epochs; a shorter one (the last, or the rest of a period when a run
+    resumes off the grid after its ``max_steps`` was raised) as a fit of its own.
+    """
+    boundary = min((steps // config.eval_every + 1) * config.eval_every, config.max_steps)
+    period = boundary - steps
+    if period < config.eval_every:
+        return period, 1
+    return period, (config.max_steps - steps) // config.eval_every
+
+
 def _resume_state(out_dir: str | None, config: ModelConfig) -> dict[str, Any]:
     """The early-stopping state to start from: a fresh one, or the one an interrupted run left in ``out_dir``.
 
@@ -216,6 +232,7 @@ def _resume_state(out_dir: str | None, config: ModelConfig) -> dict[str, Any]:
     """
     state: dict[str, Any] = {
         "epoch": 0,
+        "steps": 0,
         "best": -1.0,
         "best_step": 0,
         "best_metrics": {},
@@ -235,6 +252,7 @@ def _resume_state(out_dir: str | None, config: ModelConfig) -> dict[str, Any]:
     state_path = fs.join(out_dir, CHECKPOINT_DIR, STATE_FILE)
     if fs.exists(state_path):
         state = fs.read_json(state_path)
+        state.setdefault("steps", state["epoch"] * config.eval_every)  # written before "steps" was kept
     return state
 
 
@@ -320,10 +338,10 @@ def train(
         )
         # Two kept: a run killed after writing a checkpoint but before its state resumes from the one before.
         manager = tf.train.CheckpointManager(checkpoint, fs.join(out_dir, CHECKPOINT_DIR), max_to_keep=2)
-        if manager.latest_checkpoint and state["epoch"]:
-            resumed = fs.join(manager.directory, f"ckpt-{state['epoch'] * config.eval_every}")
+        if manager.latest_checkpoint and state["steps"]:
+            resumed = fs.join(manager.directory, f"ckpt-{state['steps']}")
             checkpoint.restore(resumed)
-            print(f"resuming from step {state['epoch'] * config.eval_every} ({resumed})", file=sys.stderr)
+            print(f"resuming from step {state['steps']} ({resumed})", file=sys.stderr)
     evaluator = Evaluator(model, validation_set, ndcg=ndcg, batch_size=config.eval_batch_size)
     coarse_evaluator = None
     if config.diffusion:
@@ -346,16 +364,18 @@ def train(
     sampler = batches.BatchSampler(
         data.train, config.batch_size, config.max_length, config.min_cut, config.seed
     )
-    epochs = math.ceil(config.max_steps / config.eval_every)
-    if state["wait"] < config.patience and state["epoch"] < epochs:
+    while state["wait"] < config.patience and state["steps"] < config.max_steps:
+        steps, period, periods = state["steps"], *_periods(state["steps"], config)
         model.fit(
-            sampler.dataset(start_step=state["epoch"] * config.eval_every),
-            epochs=epochs,
+            sampler.dataset(start_step=steps),
+            epochs=state["epoch"] + periods,
             initial_epoch=state["epoch"],
-            steps_per_epoch=config.eval_every,
+            steps_per_epoch=period,
             callbacks=callbacks,
             verbose=verbose,
         )
+        if state["steps"] == steps:  # nothing trained (cannot happen with a finite max_steps): no loop
+            break
     if validation.best_weights is not None:
         model.set_weights(validation.best_weights)
     speeds = [entry["examples_per_second"] for entry in state["history"][1:]]
@@ -369,7 +389,7 @@ def train(
             else {}
         ),
         best_step=state["best_step"],
-        steps=state["epoch"] * config.eval_every,
+        steps=state["steps"],
         examples_per_second=statistics.median(speeds) if speeds else None,
         history=state["history"],
         backbone=backbone,

@@ -108,3 +108,30 @@ def test_early_stopping_restores_the_best_steps_weights_and_writes_the_run(tmp_p
     # Only the best step's weights are kept beside the checkpoints.
     checkpoints = os.path.join(out, train.CHECKPOINT_DIR)
     assert [name for name in os.listdir(checkpoints) if name.startswith("best-")] == [f"best-{BEST_STEP}"]
+
+
+def test_a_run_trains_exactly_max_steps_and_resumes_to_a_raised_one(tmp_path, monkeypatch):
+    """max_steps need not be a multiple of eval_every: the last period is shorter (and validated)."""
+    monkeypatch.setattr(_ScriptedValidation, "instances", [])
+    monkeypatch.setattr(train, "Evaluator", _ScriptedValidation)
+    data = _log()
+    schedule = {"max_steps": 25, "eval_every": EVAL_EVERY, "steps_per_call": 4, "patience": 100}
+    tiny = {"embedding_dim": 8, "num_interests": 2, "max_length": 5, "batch_size": 16, "num_negatives": 8}
+    out = str(tmp_path / "run")
+    result = train.train(config.variant_config("remi", {**tiny, **schedule}), data, out, verbose=0)
+    assert result.steps == 25
+    assert [entry["step"] for entry in result.history] == [10, 20, 25]
+    assert int(result.model.optimizer.iterations.numpy()) == 25
+
+    # Raised, the run goes on from step 25: to the next multiple of eval_every, then to the new end.
+    monkeypatch.setattr(_ScriptedValidation, "instances", [])
+    raised = config.variant_config("remi", {**tiny, **schedule, "max_steps": 32})
+    resumed = train.train(raised, data, out, verbose=0)
+    assert resumed.steps == 32
+    assert [entry["step"] for entry in resumed.history] == [10, 20, 25, 30, 32]
+    assert int(resumed.model.optimizer.iterations.numpy()) == 32
+
+    # Fewer steps than one period: one period of max_steps.
+    monkeypatch.setattr(_ScriptedValidation, "instances", [])
+    short = train.train(config.variant_config("remi", {**tiny, **schedule, "max_steps": 7}), data, verbose=0)
+    assert short.steps == 7 and [entry["step"] for entry in short.history] == [7]
