@@ -253,3 +253,44 @@ class MLPDenoiserTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class EncodedContextTest(tf.test.TestCase, parameterized.TestCase):
+    """``denoise_encoded(encode_context(C))`` (the DDIM chain's path) is ``call`` with ``C``."""
+
+    @parameterized.parameters(("post", True), ("pre", True), ("pre", False))
+    def test_the_encoded_context_gives_the_calls_output(self, norm, query_residual):
+        keras.utils.set_random_seed(3)
+        denoiser = InterestDenoiser(STEPS, num_heads=2, ffn_multiplier=2, denoiser_norm=norm, query_residual=query_residual)
+        noisy, context, context_mask = _denoiser_inputs()
+        steps = tf.constant([1, 2, 3, 4, 6])
+        expected = denoiser(noisy, steps, context, context_mask).numpy()
+        encoded = denoiser.encode_context(context, context_mask)
+        self.assertEqual(encoded.keys.shape, (BATCH, context.shape[1], 2, DIM // 2))
+        self.assertEqual(encoded.mask.shape, (BATCH, 1, 1 + context.shape[1]))
+        # One encoding serves every step: the step token's keys and values are the only ones recomputed.
+        for step in (steps, tf.fill([BATCH], STEPS)):
+            self.assertAllClose(
+                denoiser.denoise_encoded(noisy, step, encoded),
+                denoiser(noisy, step, context, context_mask),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+        self.assertAllClose(denoiser.denoise_encoded(noisy, steps, encoded), expected, rtol=1e-5, atol=1e-6)
+
+    def test_dropout_applies_on_the_encoded_path_in_training_only(self):
+        denoiser = InterestDenoiser(STEPS, dropout=0.5)
+        noisy, context, context_mask = _denoiser_inputs()
+        steps = tf.fill([BATCH], 2)
+        inference = denoiser(noisy, steps, context, context_mask, training=False)
+        encoded = denoiser.encode_context(context, context_mask)
+        self.assertAllClose(denoiser.denoise_encoded(noisy, steps, encoded, training=False), inference, atol=1e-6)
+        trained = denoiser.denoise_encoded(noisy, steps, encoded, training=True)
+        self.assertGreater(float(tf.reduce_max(tf.abs(trained - inference))), 1e-3)
+
+    def test_the_mlp_takes_the_same_interface_and_ignores_the_context(self):
+        denoiser = MLPDenoiser(STEPS)
+        noisy, context, context_mask = _denoiser_inputs()
+        steps = tf.constant([1, 2, 3, 4, 6])
+        encoded = denoiser.encode_context(context, context_mask)
+        self.assertAllClose(denoiser.denoise_encoded(noisy, steps, encoded), denoiser(noisy, steps, context, context_mask))

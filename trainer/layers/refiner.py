@@ -20,7 +20,7 @@ from trainer.choices import (
     DiffusionTraining,
     ServingNoise,
 )
-from trainer.layers.denoiser import InterestDenoiser, MLPDenoiser, prune_history
+from trainer.layers.denoiser import DenoiserContext, InterestDenoiser, MLPDenoiser, prune_history
 from trainer.layers.noise_schedule import NoiseSchedule
 
 
@@ -361,12 +361,17 @@ class DiffusionRefiner(keras.layers.Layer):
 
         The loop is unrolled in Python over ``timesteps`` followed by 0: at each ``t`` with successor
         ``t_prev``, ``v0_hat = f_theta(v_t, t, C)`` and ``v_{t_prev}`` is `NoiseSchedule.ddim_step`. The last
-        update (to ``alpha_bar_0 = 1``) equals the last ``v0_hat``, which is the refined interest.
+        update (to ``alpha_bar_0 = 1``) equals the last ``v0_hat``, which is the refined interest. The
+        context is encoded once for the whole chain (``encode_context`` of the denoiser: its projected keys
+        and values do not depend on the step).
         """
         num_rows = tf.shape(noisy)[:1]
+        if not self.denoiser.built:  # its sublayers are created by its first call (the output is unused)
+            self.denoiser(noisy, tf.fill(num_rows, self.timesteps[0]), context, context_mask, training=training)
+        encoded = self.denoiser.encode_context(context, context_mask)  # once for every step of the chain
         predictions = []
         for t, t_prev in zip(self.timesteps, self.timesteps[1:] + (0,)):
-            denoised = self._denoise(noisy, tf.fill(num_rows, t), context, context_mask, training=training)
+            denoised = self._denoise(noisy, tf.fill(num_rows, t), context, context_mask, training, encoded)
             predictions.append(denoised)
             noisy = self.schedule.ddim_step(noisy, denoised, t, t_prev)
         return predictions
@@ -378,10 +383,13 @@ class DiffusionRefiner(keras.layers.Layer):
         context: tf.Tensor,
         context_mask: tf.Tensor,
         training: bool | None,
+        encoded: DenoiserContext | None = None,
     ) -> tf.Tensor:
-        """``f_theta(v_t, t, C)``, with ``input_dropout`` on ``v_t`` in training."""
+        """``f_theta(v_t, t, C)``, with ``input_dropout`` on ``v_t`` in training (``C`` as ``encoded`` when given)."""
         if self.input_dropout > 0.0:
             noisy = self._input_dropout(noisy, training=training)
+        if encoded is not None:
+            return self.denoiser.denoise_encoded(noisy, step, encoded, training=training)
         return self.denoiser(noisy, step, context, context_mask, training=training)
 
     def _with_recency(self, history_embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:

@@ -9,7 +9,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl.testing import parameterized
 
-from trainer.layers.denoiser import MLPDenoiser
+from trainer.layers.denoiser import MLPDenoiser, UnencodedContextDenoiser
 from trainer.layers.refiner import DiffusionRefiner
 
 BATCH, INTERESTS, LENGTH, DIM, STEPS = 3, 2, 6, 4, 10
@@ -33,7 +33,7 @@ def _inputs(seed: int = 0):
     return interests, attention, history
 
 
-class _ConstantDenoiser(keras.layers.Layer):
+class _ConstantDenoiser(UnencodedContextDenoiser):
     """A perfect denoiser: always predicts the true clean vectors."""
 
     def __init__(self, clean: np.ndarray):
@@ -44,7 +44,7 @@ class _ConstantDenoiser(keras.layers.Layer):
         return self.clean
 
 
-class _InvertingDenoiser(keras.layers.Layer):
+class _InvertingDenoiser(UnencodedContextDenoiser):
     """Perfect under zero noise: v0 = v_t / sqrt(alpha_bar_t), right only if v_t stays on the DDIM path."""
 
     def __init__(self, schedule):
@@ -55,7 +55,7 @@ class _InvertingDenoiser(keras.layers.Layer):
         return noisy_interest / tf.sqrt(self.schedule.alpha_bar(step))[:, None]
 
 
-class _AffineDenoiser(keras.layers.Layer):
+class _AffineDenoiser(UnencodedContextDenoiser):
     """0.5 v_t + 0.01 t + masked mean of the context: depends on every input, mirrored in numpy below."""
 
     def call(self, noisy_interest, step, context, context_mask, training=None):
