@@ -46,6 +46,7 @@ setup(
             "data=trainer.cli:add_data_command",
             "train=trainer.cli:add_train_command",
             "evaluate=trainer.cli:add_evaluate_command",
+            "export=trainer.cli:add_export_command",
             "run=pipeline.commands:add_run_command",
             "compile-kfp=pipeline.commands:add_compile_kfp_command",
             "serve=serving.cli:add_serve_command",

@@ -41,6 +41,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the 8:1:1 user split (default 0)")
     trainer_cli.add_kcore_arguments(parser)
+    trainer_cli.add_export_settings_arguments(parser)
     parser.add_argument(
         "--max-bad-fraction",
         type=_fraction,
@@ -154,6 +155,7 @@ def pipeline_settings(args: argparse.Namespace, **settings: Any) -> configs.Pipe
     return configs.PipelineSettings(
         model=args.model,
         overrides=parse_overrides(args.set),
+        export=trainer_cli.export_settings(args),
         beam_args=(*configs.LOCAL_BEAM_ARGS, *args.beam_arg),
         split_seed=args.split_seed,
         min_user=args.min_user,

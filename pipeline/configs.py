@@ -15,6 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from trainer.export_settings import ExportSettings
+
 PIPELINE_NAME = "dmi-rec"
 
 # The Trainer's function (trainer/tfx_module.py), by import path.
@@ -63,6 +65,8 @@ class PipelineSettings:
       model: the model variant (``trainer.config.VARIANTS``), one with a servable
         (``trainer.config.has_servable``: not ``pop``).
       overrides: ``trainer.config.ModelConfig`` field values over the variant's preset.
+      export: how the Trainer exports the servables (``trainer.export_settings.ExportSettings``: the ScaNN
+        index, XLA).
       split_seed: seed of the 8:1:1 user split.
       min_user: iterative k-core: drop users with fewer events (0: no filter).
       min_item: iterative k-core: drop items with fewer events (0: no filter).
@@ -78,6 +82,7 @@ class PipelineSettings:
 
     model: str = DEFAULT_MODEL
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    export: ExportSettings = ExportSettings()
     split_seed: int = 0
     min_user: int = 0
     min_item: int = 0
@@ -95,6 +100,8 @@ class PipelineSettings:
         object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
         object.__setattr__(self, "beam_args", tuple(self.beam_args))
         require_servable(variant_config(self.model, self.overrides))  # ValueError: unknown variant or field
+        if not isinstance(self.export, ExportSettings):
+            raise ValueError(f"export must be an ExportSettings, got {self.export!r}")
         for name in ("split_seed", "min_user", "min_item", "kcore_rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

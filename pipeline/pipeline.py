@@ -14,8 +14,8 @@
    otherwise be unknown, unretrievable and silently dropped from those users' histories and targets; ids
    carry no label information, so this leaks nothing but the catalogue, which a retrieval system has
    anyway). The servables carry that vocabulary as their asset: raw ids are all they take and return.
-   There is no Transform (see ``docs/architecture.md``). The variant and its ``ModelConfig`` overrides
-   travel in ``custom_config``.
+   There is no Transform (see ``docs/architecture.md``). The variant, its ``ModelConfig`` overrides and
+   the export settings (``PipelineSettings.export``) travel in ``custom_config``.
 4. RetrievalEvaluator: test metrics of ``dmi_exact``; blesses when Recall@50 clears the threshold and is
    not worse (beyond a tolerance) than the latest blessed model's on the same test users. That model comes
    in as an input from a ``Resolver`` (``LatestBlessedModelStrategy``), as in the TFX templates, so the
@@ -88,7 +88,13 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=[data_schema.EVAL, data_schema.TEST]),
         # Serialized as JSON with sorted keys (tuples become lists): the Trainer's cache key does not depend
         # on the overrides' order; tfx_module.model_config turns the lists back into tuples.
-        custom_config={tfx_module.MODEL_KEY: settings.model, tfx_module.OVERRIDES_KEY: dict(settings.overrides)},
+        # The export settings only when they differ from the defaults, so that runs without them keep their
+        # cache key.
+        custom_config={
+            tfx_module.MODEL_KEY: settings.model,
+            tfx_module.OVERRIDES_KEY: dict(settings.overrides),
+            **({tfx_module.EXPORT_KEY: settings.export.to_dict()} if settings.export.to_dict() else {}),
+        },
     )
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

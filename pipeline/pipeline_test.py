@@ -9,6 +9,7 @@ from tfx import v1 as tfx
 
 from pipeline import configs, pipeline
 from pipeline.components import retrieval_evaluator
+from trainer.export_settings import ExportSettings
 
 PATHS = {
     "pipeline_root": "/runs/root",
@@ -67,6 +68,11 @@ def test_components_carry_the_settings():
         "model": "remi", "overrides": {"embedding_dim": 16, "ydnn_hidden_units": [32]}
     }
 
+    exporting = _components(export=ExportSettings(scann_leaves=300, scann_leaves_to_search=30, xla=False))
+    assert json.loads(exporting["Trainer"].exec_properties["custom_config"])["export"] == {
+        "scann_leaves": 300, "scann_leaves_to_search": 30, "xla": False
+    }
+
     evaluator = components[pipeline.EVALUATOR_ID].exec_properties
     assert evaluator[retrieval_evaluator.MIN_RECALL_KEY] == 0.1
     assert evaluator[retrieval_evaluator.RECALL_TOLERANCE_KEY] == 0.02
@@ -98,6 +104,7 @@ def test_pipeline_settings():
         ({"split_seed": 1.5}, "split_seed must be a non-negative integer"),
         ({"kcore_rounds": 0}, "kcore_rounds must be at least 1"),
         ({"pipeline_name": ""}, "pipeline_name must not be empty"),
+        ({"export": {"scann_leaves": 10}}, "export must be an ExportSettings"),
     ],
 )
 def test_bad_settings_fail_before_any_pipeline_is_built(settings, message):

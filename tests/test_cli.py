@@ -61,7 +61,7 @@ def log(tmp_path_factory) -> str:
 
 def test_every_declared_command_is_registered_and_documented():
     declared = cli.declared_commands()
-    assert {"data", "train", "evaluate", "run", "compile-kfp", "serve", "query", "demo", "bench"} <= set(declared)
+    assert {"data", "train", "evaluate", "export", "run", "compile-kfp", "serve", "query", "demo", "bench"} <= set(declared)
     help_text = cli.build_parser().format_help()
     for name in declared:
         assert f"    {name}" in help_text, name

@@ -46,6 +46,23 @@ def test_train_evaluate_and_serve_through_grpc(tmp_path, capsys):
     assert metrics["steps"] == 40 and 0 <= metrics["test"]["recall@50"] <= 1
     assert sorted(os.listdir(serving)) == ["dmi", "dmi_exact"]
 
+    from trainer import export
+
+    # The default index: about sqrt(N) leaves, all searched in so small a catalogue (four times the 200
+    # candidates per interest need them all).
+    assert export.servable_scann_settings(os.path.join(out, "export", "dmi")) == (14, 14)
+    # Exported again from the trained directory with another index, without training again.
+    again = str(tmp_path / "again")
+    assert (
+        cli.main(
+            ["export", "--model-dir", out, "--out", again, "--scann-leaves", "8", "--scann-leaves-to-search", "3",
+             "--no-xla"]
+        )
+        == 0
+    )
+    assert f"dmi: {again}/dmi" in capsys.readouterr().out
+    assert export.servable_scann_settings(os.path.join(again, "dmi")) == (8, 3)
+
     assert cli.main(["evaluate", "--log", log, "--model-dir", out, "--split", "test", "--ndcg", "remi"]) == 0
     evaluation = json.load(open(os.path.join(out, "evaluation_test_remi.json")))
     assert evaluation["metrics"]["recall@50"] == pytest.approx(metrics["test"]["recall@50"])
@@ -79,3 +96,16 @@ def test_train_evaluate_and_serve_through_grpc(tmp_path, capsys):
             == 0
         )
         assert capsys.readouterr().out.count("\n") >= 3
+
+
+def test_export_settings_that_do_not_fit_the_catalogue_fail_before_training(tmp_path, capsys):
+    log = str(tmp_path / "log.csv")
+    assert cli.main(["data", "synth", "--out", log, "--users", "60", "--items", "40", "--topics", "4"]) == 0
+    out = tmp_path / "run"
+    argv = ["train", "--log", log, "--out", str(out), *TINY]
+    assert cli.main([*argv, "--scann-leaves", "41"]) == 2
+    assert "scann_leaves must be between 1 and the number of items (40)" in capsys.readouterr().err
+    assert cli.main([*argv, "--scann-leaves", "4", "--scann-leaves-to-search", "5"]) == 2
+    assert "scann_leaves_to_search (5) must be at most scann_leaves (4)" in capsys.readouterr().err
+    assert not out.exists()  # nothing trained, nothing written
+    assert cli.main(["export", "--model-dir", str(tmp_path / "missing")]) == 2

@@ -28,6 +28,7 @@ def spec(tmp_path_factory):
         "compile-kfp", "--out", str(out), "--image", IMAGE, "--pipeline-root", ROOT, "--log", LOG,
         "--model", "remi", "--set", "max_steps=5000", "--set", "embedding_dim=32", "--min-recall", "0.05",
         "--min-user", "5", "--min-item", "5", "--beam-arg=--runner=DataflowRunner", "--recall-tolerance", "0.02",
+        "--scann-leaves", "2000", "--scann-leaves-to-search", "200", "--no-xla",
     ])
     assert status == 0
     return json.loads((out / f"{configs.PIPELINE_NAME}.json").read_text())["pipelineSpec"]
@@ -59,7 +60,9 @@ def test_components_carry_their_parameters(spec):
     assert _parameter(spec, "ImportSchemaGen", "schema_file") == configs.IMAGE_SCHEMA_PATH
     assert _parameter(spec, "Trainer", "run_fn") == configs.RUN_FN
     assert json.loads(_parameter(spec, "Trainer", "custom_config")) == {
-        "model": "remi", "overrides": {"embedding_dim": 32, "max_steps": 5000}
+        "model": "remi",
+        "overrides": {"embedding_dim": 32, "max_steps": 5000},
+        "export": {"scann_leaves": 2000, "scann_leaves_to_search": 200, "xla": False},
     }
     assert _parameter(spec, "RetrievalEvaluator", "min_recall") == 0.05
     assert _parameter(spec, "RetrievalEvaluator", "recall_tolerance") == 0.02

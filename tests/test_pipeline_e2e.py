@@ -37,8 +37,9 @@ from ml_metadata.proto import metadata_store_pb2
 from pipeline import cli, configs, local_runner, run_summary
 from pipeline.components import blessing, validation_gate
 from pipeline.sequence_example_gen import spec as gen_spec
-from trainer import interactions, synthetic
+from trainer import export, interactions, synthetic
 from trainer.config import parse_overrides
+from trainer.export_settings import ExportSettings
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +119,8 @@ def runs(tmp_path_factory):
         ("again", {}),
         ("cached", {}),
         ("below_threshold", {"min_recall": 1.0}),
-        ("compared", {"overrides": parse_overrides([*SETTINGS, "max_steps=40"]), "recall_tolerance": 1.0}),
+        ("compared", {"overrides": parse_overrides([*SETTINGS, "max_steps=40"]), "recall_tolerance": 1.0,
+                      "export": ExportSettings(scann_leaves=8, scann_leaves_to_search=3)}),
     )
     for name, extra in later_runs:
         settings = configs.PipelineSettings(**{"overrides": parse_overrides(SETTINGS), "beam_args": BEAM_ARGS, **extra})
@@ -223,6 +225,12 @@ def test_the_blessing_compares_with_the_latest_blessed_model_from_the_resolver(r
     assert compared.blessed and "not worse than the latest blessed model's" in compared.reason
     assert compared.pushed and compared.version == "2"
     assert runs["versions"]["compared"] == {"dmi": ["1", "2"], "dmi_exact": ["1", "2"]}
+    # The run's export settings reached the Trainer: version 2 holds the index asked for, version 1 the
+    # default one (about sqrt(N) leaves, all searched in so small a catalogue).
+    serving = runs["serving"]
+    assert export.servable_scann_settings(str(serving / "dmi" / "2")) == (8, 3)
+    leaves, searched = export.servable_scann_settings(str(serving / "dmi" / "1"))
+    assert leaves == searched and (leaves, searched) != (8, 3)
 
     store = _store(runs["out"])
     first, again, below, latest = _artifacts(store, "ModelBlessing")

@@ -1,4 +1,4 @@
-"""``dmirec data ...``, ``dmirec train`` and ``dmirec evaluate``: the trainer's command-line commands.
+"""``dmirec data ...``, ``dmirec train``, ``dmirec export`` and ``dmirec evaluate``: the trainer's command-line commands.
 
 Each ``add_*_command`` function registers one top-level command; ``setup.py`` declares them as
 ``dmirec.commands`` entry points, which the ``dmirec`` dispatcher (``pipeline/cli.py``) loads by name, so
@@ -12,8 +12,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
 from trainer import interactions, synthetic
+from trainer.export_settings import ExportSettings
+
+if TYPE_CHECKING:  # TensorFlow: not at import time (``dmirec data`` never loads it)
+    from trainer.model import DMIModel
+    from trainer.sequences import Vocabulary
+
+# Where ``dmirec train`` writes the servables, under its output directory (``dmirec export``'s default too).
+EXPORT_DIR = "export"
 
 
 def _non_negative_int(text: str) -> int:
@@ -192,21 +201,90 @@ def _print_metrics(title: str, metrics: dict, ndcg: str) -> None:
     print(f"{title} ({label} NDCG): " + "  ".join(f"{name} {metrics[name]:.4f}" for name in names))
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the servables are exported and where they are pushed (``dmirec train`` and ``dmirec export``)."""
+    parser.add_argument(
+        "--serving-base",
+        help="also push the exported servables (dmi, dmi_exact) to DIR/<name>/<next version> for serving",
+    )
+    add_export_settings_arguments(parser)
+
+
+def add_export_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of :class:`~trainer.export_settings.ExportSettings` (shared with ``dmirec run``)."""
+    parser.add_argument(
+        "--xla",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile the exported user tower (and exact scoring) with XLA (default); --no-xla for a TF "
+        "Serving run without --xla_cpu_compilation_enabled (serving/deploy/README.md)",
+    )
+    parser.add_argument(
+        "--scann-leaves",
+        type=_positive_int,
+        help="partitions of the dmi servable's ScaNN index (default: about sqrt(items))",
+    )
+    parser.add_argument(
+        "--scann-leaves-to-search",
+        type=_positive_int,
+        help="partitions searched per query (default: two fifths of the leaves; a catalogue with structure "
+        "can search fewer: the recall/latency curve of `dmirec bench --only serving`, docs/performance.md)",
+    )
+
+
+def export_settings(args: argparse.Namespace) -> ExportSettings:
+    """The flags of :func:`add_export_settings_arguments` as settings (ValueError: out of range)."""
+    return ExportSettings(args.scann_leaves, args.scann_leaves_to_search, args.xla)
+
+
+def _export_and_push(
+    args: argparse.Namespace,
+    settings: ExportSettings,
+    model: DMIModel,
+    vocabulary: Vocabulary,
+    export_dir: str,
+) -> None:
+    """Exports ``dmi`` and ``dmi_exact`` under ``export_dir``; pushes them to ``--serving-base`` if given."""
+    from trainer import export, push
+
+    paths = export.export_servables(
+        model,
+        vocabulary,
+        export_dir,
+        scann_leaves=settings.scann_leaves,
+        scann_leaves_to_search=settings.scann_leaves_to_search,
+        xla=settings.xla,
+    )
+    print("exported " + ", ".join(f"{name}: {path}" for name, path in paths.items()))
+    if args.serving_base:
+        version = push.push_servables(export_dir, args.serving_base)
+        print(f"pushed version {version} to {args.serving_base}")
+
+
 def _train(args: argparse.Namespace) -> int:
     _configure_threads(args)
     import os
 
     from trainer import config as config_lib
-    from trainer import export, push
     from trainer import train as train_lib
     from trainer.model import PopularityModel
 
     config = config_lib.variant_config(args.model, config_lib.parse_overrides(args.set))
+    settings = export_settings(args)
     data = _load_sequences(args)
     print(
         f"{args.log}: {data.num_items:,} items; users train {len(data.train):,} / "
         f"eval {len(data.eval):,} / test {len(data.test):,}"
     )
+    if config_lib.has_servable(config):
+        settings.check_catalogue(data.num_items, config.max_length)
     result = train_lib.train(config, data, args.out, ndcg=args.ndcg)
     _print_metrics(f"validation (step {result.best_step})", result.validation, args.ndcg)
     _print_metrics("test", result.test, args.ndcg)
@@ -216,13 +294,7 @@ def _train(args: argparse.Namespace) -> int:
             f"({result.examples_per_second / config.batch_size:,.1f} steps/s)"
         )
     if not isinstance(result.model, PopularityModel):
-        paths = export.export_servables(
-            result.model, data.vocabulary, os.path.join(args.out, "export"), xla=args.xla
-        )
-        print("exported " + ", ".join(f"{name}: {path}" for name, path in paths.items()))
-        if args.serving_base:
-            version = push.push_servables(os.path.join(args.out, "export"), args.serving_base)
-            print(f"pushed version {version} to {args.serving_base}")
+        _export_and_push(args, settings, result.model, data.vocabulary, os.path.join(args.out, EXPORT_DIR))
     print(f"wrote {args.out}")
     return 0
 
@@ -291,17 +363,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--out", required=True, help="output directory (re-running resumes an interrupted run)"
     )
-    train.add_argument(
-        "--serving-base",
-        help="also push the exported servables (dmi, dmi_exact) to DIR/<name>/<next version> for serving",
-    )
-    train.add_argument(
-        "--xla",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="compile the exported user tower (and exact scoring) with XLA (default); --no-xla for a TF "
-        "Serving run without --xla_cpu_compilation_enabled (serving/deploy/README.md)",
-    )
+    _add_export_arguments(train)
     train.add_argument(
         "--set",
         action="append",
@@ -312,6 +374,38 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_log_arguments(train)
     train.set_defaults(handler=_train)
+
+
+def add_export_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registers ``dmirec export`` (the ``export`` entry point in ``setup.py``)."""
+    export = subparsers.add_parser(
+        "export",
+        help="export a trained model directory again as servables, e.g. with other ScaNN settings",
+        description="Write the dmi (ScaNN) and dmi_exact SavedModels of a model written by 'dmirec train', "
+        "without training again: an index setting chosen from a measured recall/latency curve, or a build "
+        "without XLA.",
+    )
+    export.add_argument("--model-dir", required=True, help="directory written by dmirec train")
+    export.add_argument(
+        "--out", help=f"directory to write dmi/ and dmi_exact/ into (default: <model-dir>/{EXPORT_DIR})"
+    )
+    _add_export_arguments(export)
+    export.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import os
+
+    from trainer import train as train_lib
+    from trainer.model import PopularityModel
+
+    settings = export_settings(args)
+    config, vocabulary, model = train_lib.load_model(args.model_dir)
+    if isinstance(model, PopularityModel):
+        raise ValueError(f"{args.model_dir} holds the {config.model!r} model, which has no servable")
+    settings.check_catalogue(model.num_items, config.max_length)
+    _export_and_push(args, settings, model, vocabulary, args.out or os.path.join(args.model_dir, EXPORT_DIR))
+    return 0
 
 
 def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:

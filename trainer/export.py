@@ -64,6 +64,8 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # The vocabulary asset of every servable (``<servable>/assets/<ITEM_VOCABULARY_FILE>``).
 ITEM_VOCABULARY_FILE = "item_ids.txt"
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+DEFAULT_TOP_N = 50
+DEFAULT_MAX_TOP_N = 200
 
 
 def scann_parameters(
@@ -92,11 +94,21 @@ def scann_parameters(
       num_items: N, the catalogue size.
       max_top_n: the longest list a request may ask for.
       max_length: L, the history length.
-      leaves: partitions, or None for the default.
-      leaves_to_search: partitions searched per query, or None for the default.
+      leaves: partitions (1 to N), or None for the default.
+      leaves_to_search: partitions searched per query (1 to ``leaves``), or None for the default.
+
+    Raises:
+      ValueError: an explicit setting out of its range (checked before training by ``dmirec train`` and
+        the pipeline's Trainer, so that a bad flag does not end a finished training run).
     """
     per_interest = min(max_top_n + max_length, num_items)
+    if leaves is not None and not 1 <= leaves <= num_items:
+        raise ValueError(f"scann_leaves must be between 1 and the number of items ({num_items:,}), got {leaves}")
     leaves = leaves or max(1, int(round(np.sqrt(num_items))))
+    if leaves_to_search is not None and not 1 <= leaves_to_search <= leaves:
+        raise ValueError(
+            f"scann_leaves_to_search must be between 1 and the index's {leaves:,} leaves, got {leaves_to_search}"
+        )
     searched = leaves_to_search or max(2 * leaves // 5, int(np.ceil(4 * per_interest * leaves / num_items)))
     return per_interest, leaves, max(1, min(leaves, searched))
 
@@ -358,8 +370,8 @@ def export_servables(
     vocabulary: Vocabulary,
     export_dir: str,
     *,
-    top_n: int = 50,
-    max_top_n: int = 200,
+    top_n: int = DEFAULT_TOP_N,
+    max_top_n: int = DEFAULT_MAX_TOP_N,
     scann: bool = True,
     scann_leaves: int | None = None,
     scann_leaves_to_search: int | None = None,
@@ -438,3 +450,26 @@ def servable_item_ids(saved_model_dir: str) -> tuple[str, ...]:
     """The item vocabulary a servable carries (its asset), in index order: raw ids, as it serves them."""
     text = fs.read_text(fs.join(saved_model_dir, "assets", ITEM_VOCABULARY_FILE))
     return tuple(text.split("\n")[:-1])
+
+
+def servable_scann_settings(saved_model_dir: str) -> tuple[int, int]:
+    """``(leaves, leaves_to_search)`` of the ScaNN index a ``dmi`` SavedModel holds, read from its checkpoint.
+
+    Raises:
+      ValueError: the SavedModel holds no ScaNN index (a ``dmi_exact`` one, say).
+    """
+    from google.protobuf.message import DecodeError
+    from scann.proto import scann_pb2
+
+    reader = tf.train.load_checkpoint(fs.join(saved_model_dir, "variables", "variables"))
+    for key, dtype in reader.get_variable_to_dtype_map().items():
+        if key.startswith("scann/") and dtype == tf.string:
+            config = scann_pb2.ScannConfig()
+            try:
+                config.ParseFromString(reader.get_tensor(key).reshape(-1)[0])
+            except DecodeError:  # another of the index's serialized parts: not a config
+                continue
+            if config.HasField("partitioning"):
+                partitioning = config.partitioning
+                return partitioning.num_children, partitioning.query_spilling.max_spill_centers
+    raise ValueError(f"{saved_model_dir} holds no ScaNN index")

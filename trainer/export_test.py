@@ -168,6 +168,18 @@ def test_scann_recall_against_exact(exported):
     assert recall >= 0.95
 
 
+def test_the_scann_servable_holds_the_index_it_was_asked_for(exported, tmp_path):
+    model, data, export_dir, _ = exported
+    _, leaves, searched = export.scann_parameters(model.num_items, 60, model.config.max_length)
+    assert export.servable_scann_settings(f"{export_dir}/{export.SCANN}") == (leaves, searched)
+    with pytest.raises(ValueError, match="holds no ScaNN index"):
+        export.servable_scann_settings(f"{export_dir}/{export.EXACT}")
+    path = export.export_servables(
+        model, data.vocabulary, str(tmp_path), scann_leaves=6, scann_leaves_to_search=2, xla=False
+    )[export.SCANN]
+    assert export.servable_scann_settings(path) == (6, 2)
+
+
 def test_saved_models_carry_defaults_and_warmup(exported):
     _, _, export_dir, _ = exported
     from tensorflow.core.protobuf import saved_model_pb2
@@ -197,3 +209,12 @@ def test_scann_parameters_default_to_two_fifths_of_sqrt_n_leaves_or_four_times_t
     assert export.scann_parameters(1_000, 200, 20) == (220, 32, 29)  # 4 x 220 candidates need 29 of 32
     assert export.scann_parameters(100, 200, 20) == (100, 10, 10)  # never more than the catalogue or leaves
     assert export.scann_parameters(1_000_000, 200, 20, leaves=500, leaves_to_search=50) == (220, 500, 50)
+
+
+def test_scann_parameters_refuse_settings_outside_the_catalogue():
+    with pytest.raises(ValueError, match="scann_leaves must be between 1 and the number of items"):
+        export.scann_parameters(100, 200, 20, leaves=101)
+    with pytest.raises(ValueError, match="scann_leaves_to_search must be between 1 and the index's 10 leaves"):
+        export.scann_parameters(100, 200, 20, leaves_to_search=11)
+    with pytest.raises(ValueError, match="scann_leaves_to_search must be between 1"):
+        export.scann_parameters(100, 200, 20, leaves=5, leaves_to_search=0)

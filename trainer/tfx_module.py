@@ -33,6 +33,7 @@ from tfx_bsl.public import tfxio
 
 from trainer import config as config_lib
 from trainer import data_schema, export, train
+from trainer.export_settings import ExportSettings
 from trainer.model import DMIModel
 from trainer.sequences import SequenceData
 
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 # Keys of the Trainer's ``custom_config``.
 MODEL_KEY = "model"
 OVERRIDES_KEY = "overrides"
+EXPORT_KEY = "export"  # ExportSettings.to_dict(); absent: the default settings
 # Examples read per batch when loading a split into memory.
 _READ_BATCH_SIZE = 1024
 
@@ -90,7 +92,8 @@ def model_config(custom_config: Mapping[str, Any] | None) -> config_lib.ModelCon
 
     Args:
       custom_config: ``{"model": variant name, "overrides": {field: value}}`` (lists for tuple fields, as
-        JSON has no tuples); both keys optional (default: ``dmi`` without overrides).
+        JSON has no tuples); both keys optional (default: ``dmi`` without overrides). Its ``export`` key
+        is :func:`export_settings`'.
 
     Returns:
       The validated :class:`~trainer.config.ModelConfig`.
@@ -99,7 +102,7 @@ def model_config(custom_config: Mapping[str, Any] | None) -> config_lib.ModelCon
       ValueError: an unknown variant, an unknown field or an invalid value.
     """
     custom_config = dict(custom_config or {})
-    unknown = set(custom_config) - {MODEL_KEY, OVERRIDES_KEY}
+    unknown = set(custom_config) - {MODEL_KEY, OVERRIDES_KEY, EXPORT_KEY}
     if unknown:
         raise ValueError(f"unknown custom_config key(s): {', '.join(sorted(unknown))}")
     overrides = {
@@ -110,6 +113,15 @@ def model_config(custom_config: Mapping[str, Any] | None) -> config_lib.ModelCon
     if unknown:
         raise ValueError(f"unknown ModelConfig field(s) in custom_config: {', '.join(sorted(unknown))}")
     return config_lib.variant_config(custom_config.get(MODEL_KEY, "dmi"), overrides)
+
+
+def export_settings(custom_config: Mapping[str, Any] | None) -> ExportSettings:
+    """How a Trainer's ``custom_config`` asks for the servables to be exported (its ``export`` key).
+
+    Raises:
+      ValueError: an unknown setting or an invalid value.
+    """
+    return ExportSettings.from_dict((custom_config or {}).get(EXPORT_KEY))
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -126,13 +138,15 @@ def run_fn(fn_args: FnArgs) -> None:
       ``fn_args.serving_model_dir``: the ``dmi`` (ScaNN) and ``dmi_exact`` SavedModels.
 
     Args:
-      fn_args: the Trainer's ``FnArgs``; ``custom_config`` as :func:`model_config` reads it.
+      fn_args: the Trainer's ``FnArgs``; ``custom_config`` as :func:`model_config` and
+        :func:`export_settings` read it.
 
     Raises:
       ValueError: a bad ``custom_config``, eval splits other than two, or a variant without a servable
         (:func:`trainer.config.has_servable`: ``pop``).
     """
     config = model_config(fn_args.custom_config)
+    settings = export_settings(fn_args.custom_config)
     if fn_args.train_steps:
         config = dataclasses.replace(config, max_steps=int(fn_args.train_steps))
     config_lib.require_servable(config)
@@ -161,8 +175,16 @@ def run_fn(fn_args: FnArgs) -> None:
         len(data.eval),
         len(data.test),
     )
+    settings.check_catalogue(data.num_items, config.max_length)  # before training, not after
     result = train.train(config, data, out_dir=fn_args.model_run_dir, verbose=2)
     if not isinstance(result.model, DMIModel):  # only a broken invariant: require_servable passed above
         raise TypeError(f"train built a {type(result.model).__name__} for {config.model!r}, not a DMIModel")
-    written = export.export_servables(result.model, data.vocabulary, fn_args.serving_model_dir)
+    written = export.export_servables(
+        result.model,
+        data.vocabulary,
+        fn_args.serving_model_dir,
+        scann_leaves=settings.scann_leaves,
+        scann_leaves_to_search=settings.scann_leaves_to_search,
+        xla=settings.xla,
+    )
     logger.info("test metrics %s; servables %s", result.test, written)

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import data_schema, tfx_module
+from trainer.export_settings import ExportSettings
 from trainer.sequences import SequenceData
 
 
@@ -64,3 +65,12 @@ def test_model_config_reads_variant_and_overrides():
 def test_model_config_rejects_bad_configs(custom_config, message):
     with pytest.raises(ValueError, match=message):
         tfx_module.model_config(custom_config)
+
+
+def test_export_settings_travel_in_the_export_key():
+    custom_config = {"model": "dmi", "export": {"scann_leaves": 50, "xla": False}}
+    assert tfx_module.model_config(custom_config).model == "dmi"  # the export key is not the model's
+    assert tfx_module.export_settings(custom_config) == ExportSettings(scann_leaves=50, xla=False)
+    assert tfx_module.export_settings({"model": "dmi"}) == tfx_module.export_settings(None) == ExportSettings()
+    with pytest.raises(ValueError, match="unknown export setting.*leaves"):
+        tfx_module.export_settings({"export": {"leaves": 50}})

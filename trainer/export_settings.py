@@ -1,0 +1,84 @@
+"""How a trained model is exported: the ScaNN index of the ``dmi`` servable, and XLA.
+
+Not part of the training configuration (:class:`trainer.config.ModelConfig`): the same trained weights
+can be exported again with other settings (``dmirec export``), e.g. a ScaNN setting chosen from the
+recall/latency curve of ``bench/serving_latency.py`` on the user's own catalogue. ``dmirec train``,
+``dmirec export`` and the pipeline (``PipelineSettings.export``, carried to the Trainer in its
+``custom_config``) take the same settings under the same names as
+:func:`trainer.export.export_servables`. This module imports nothing heavy, so the pipeline's settings can
+be checked before any component runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+    """What :func:`trainer.export.export_servables` is given besides the model.
+
+    Attributes:
+      scann_leaves: partitions of the ``dmi`` servable's ScaNN index; None: about ``sqrt(items)``.
+      scann_leaves_to_search: partitions searched per query, at most ``scann_leaves``; None: two fifths
+        of the leaves, or enough to hold four times the candidates (:func:`trainer.export.scann_parameters`).
+      xla: compile the user tower (and exact scoring) with XLA; False for a TF Serving build without its
+        CPU JIT (``serving/deploy/README.md``).
+    """
+
+    scann_leaves: int | None = None
+    scann_leaves_to_search: int | None = None
+    xla: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("scann_leaves", "scann_leaves_to_search"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.xla, bool):
+            raise ValueError(f"xla must be true or false, got {self.xla!r}")
+        if (
+            self.scann_leaves is not None
+            and self.scann_leaves_to_search is not None
+            and self.scann_leaves_to_search > self.scann_leaves
+        ):
+            raise ValueError(
+                f"scann_leaves_to_search ({self.scann_leaves_to_search}) must be at most scann_leaves "
+                f"({self.scann_leaves})"
+            )
+
+    def check_catalogue(self, num_items: int, max_length: int) -> None:
+        """Fails when the ScaNN settings do not fit a catalogue of ``num_items`` (before training on it).
+
+        Raises:
+          ValueError: more leaves than items, or more leaves to search than the index's default leaves.
+        """
+        from trainer import export
+
+        export.scann_parameters(
+            num_items, export.DEFAULT_MAX_TOP_N, max_length, self.scann_leaves, self.scann_leaves_to_search
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings that differ from the defaults (a JSON object; empty for the defaults)."""
+        defaults = ExportSettings()
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != getattr(defaults, field.name)
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> "ExportSettings":
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+          ValueError: an unknown field or an invalid value.
+        """
+        values = dict(values or {})
+        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown export setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
