@@ -167,22 +167,27 @@ class RetrievalServable(tf.Module):
         self.max_top_n = max_top_n
         self.batch_sizes = tuple(int(size) for size in batch_sizes)
         indices_spec = tf.TensorSpec([None, self.max_length], tf.int32)
-        interests_spec = tf.TensorSpec([None, model.config.num_interests, model.config.embedding_dim], tf.float32)
-        self._interests_row = tf.TensorSpec(interests_spec.shape[1:], tf.float32)
+        self._interests_row = tf.TensorSpec([model.config.num_interests, model.config.embedding_dim], tf.float32)
         # One input signature each, so that every call (padded batch or chunk) shares one compiled function.
-        self._user_interests = tf.function(
-            lambda indices: model.user_interests(indices),
-            input_signature=[indices_spec],
-            jit_compile=xla,
-            autograph=False,
-        )
-        # Exact retrieval of the max_top_n best items (the evaluator's top_n, with the history excluded).
-        self._exact_candidates = tf.function(
-            lambda interests, excluded: retrieval.top_n(interests, model.item_table, max_top_n, exclude=excluded),
-            input_signature=[interests_spec, indices_spec],
-            jit_compile=xla,
-            autograph=False,
-        )
+        if use_scann:  # the tower alone: ScaNN's search is a custom op outside it
+            self._user_interests = tf.function(
+                lambda indices: model.user_interests(indices),
+                input_signature=[indices_spec],
+                jit_compile=xla,
+                autograph=False,
+            )
+        else:
+            # The tower and exact retrieval of the max_top_n best items (the evaluator's top_n, with the
+            # history excluded) in one function, so that a request runs one compiled executable, not two
+            # (measured: see docs/performance.md); `score` False (the user_interests signature) skips the
+            # scoring at run time, so both signatures share one executable per batch size and the tower is
+            # compiled once.
+            self._interests_and_candidates = tf.function(
+                self._score_interests,
+                input_signature=[indices_spec, indices_spec, tf.TensorSpec([], tf.bool)],
+                jit_compile=xla,
+                autograph=False,
+            )
         # Both directions read the one vocabulary asset; line i is index i + 1 (0 = padding / unknown).
         self.item_vocabulary = tf.saved_model.Asset(vocabulary_file)
         line = tf.lookup.TextFileIndex.LINE_NUMBER
@@ -215,6 +220,22 @@ class RetrievalServable(tf.Module):
             )
             self.scann.index(model.item_table[1:], tf.range(1, model.num_items + 1, dtype=tf.int32))
 
+    def _score_interests(
+        self, indices: tf.Tensor, excluded: tf.Tensor, score: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The interests (B, K, d) and, when ``score``, the exact top ``max_top_n`` scores and indices (B, n).
+
+        Without ``score`` both candidate outputs are zeros: the branch not taken costs nothing at run time.
+        """
+        interests = self.model.user_interests(indices)
+        shape = tf.stack([tf.shape(indices)[0], self.max_top_n])
+        scores, top = tf.cond(
+            score,
+            lambda: retrieval.top_n(interests, self.model.item_table, self.max_top_n, exclude=excluded),
+            lambda: (tf.zeros(shape, tf.float32), tf.zeros(shape, tf.int32)),
+        )
+        return interests, scores, top
+
     def encode(self, history: tf.Tensor) -> tf.Tensor:
         """Raw ids (batch, any length) -> the model's (batch, L) indices: the last L known items, left-aligned."""
         indices = tf.cast(self.indices_of_ids.lookup(history) + 1, tf.int32)
@@ -224,7 +245,12 @@ class RetrievalServable(tf.Module):
         return last.to_tensor(default_value=0, shape=[None, self.max_length])
 
     def interests(self, history: tf.Tensor) -> tf.Tensor:
-        return self._in_batches(self._user_interests, self._interests_row, self.encode(history))
+        encoded = self.encode(history)
+        if self.scann is None:  # the exact servable's one executable, scoring skipped
+            tower = lambda e: self._interests_and_candidates(e, e, tf.constant(False))[0]  # noqa: E731
+        else:
+            tower = self._user_interests
+        return self._in_batches(tower, self._interests_row, encoded)
 
     def _in_batches(self, fn, row_spec, *tensors: tf.Tensor):
         """``fn(*tensors)`` computed at the allowed batch sizes only (see ``batch_sizes``).
@@ -278,7 +304,7 @@ class RetrievalServable(tf.Module):
         excluded = tf.where(tf.convert_to_tensor(exclude_history), encoded, tf.zeros_like(encoded))
         if self.scann is None:
             scores, indices = self._in_batches(
-                lambda e, x: tuple(self._exact_candidates(self._user_interests(e), x)),
+                lambda e, x: self._interests_and_candidates(e, x, tf.constant(True))[1:],
                 (tf.TensorSpec([self.max_top_n], tf.float32), tf.TensorSpec([self.max_top_n], tf.int32)),
                 encoded,
                 excluded,
