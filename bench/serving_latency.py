@@ -1464,6 +1464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "server": "dmirec serve (serving/server.py) in a child process on 127.0.0.1, no server-side "
             f"batching, TensorFlow threads intra-op {args.intra_op_threads} / inter-op "
             f"{args.inter_op_threads} (0 = TensorFlow's choice), the same in-process",
+            "in_process": "the SavedModel loaded by serving.servable.Servable, called with ready tensors through "
+            "Signature.call_tensors (the server's call path: TensorFlow's flat call, no keyword binding)",
             "serving_floor": SERVING_FLOOR_NOTE,
             "scoring_floor": SCORING_FLOOR_NOTE.format(blas=f"({args.intra_op_threads or 'all'} BLAS thread(s))"),
         },
