@@ -80,6 +80,7 @@ def create_pipeline(
     validation_gate = ValidationGate(
         anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"]
     )
+    export_settings = settings.export.to_dict()  # empty for the defaults
     model_trainer = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
         examples=example_gen.outputs["examples"],
@@ -93,7 +94,7 @@ def create_pipeline(
         custom_config={
             tfx_module.MODEL_KEY: settings.model,
             tfx_module.OVERRIDES_KEY: dict(settings.overrides),
-            **({tfx_module.EXPORT_KEY: settings.export.to_dict()} if settings.export.to_dict() else {}),
+            **({tfx_module.EXPORT_KEY: export_settings} if export_settings else {}),
         },
     )
     latest_blessed = tfx.dsl.Resolver(

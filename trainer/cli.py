@@ -201,13 +201,6 @@ def _print_metrics(title: str, metrics: dict, ndcg: str) -> None:
     print(f"{title} ({label} NDCG): " + "  ".join(f"{name} {metrics[name]:.4f}" for name in names))
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """How the servables are exported and where they are pushed (``dmirec train`` and ``dmirec export``)."""
     parser.add_argument(
@@ -228,12 +221,12 @@ def add_export_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scann-leaves",
-        type=_positive_int,
+        type=int,  # ExportSettings checks the range, naming the setting
         help="partitions of the dmi servable's ScaNN index (default: about sqrt(items))",
     )
     parser.add_argument(
         "--scann-leaves-to-search",
-        type=_positive_int,
+        type=int,  # ExportSettings checks the range, naming the setting
         help="partitions searched per query (default: two fifths of the leaves; a catalogue with structure "
         "can search fewer: the recall/latency curve of `dmirec bench --only serving`, docs/performance.md)",
     )

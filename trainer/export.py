@@ -245,12 +245,12 @@ class RetrievalServable(tf.Module):
         return last.to_tensor(default_value=0, shape=[None, self.max_length])
 
     def interests(self, history: tf.Tensor) -> tf.Tensor:
-        encoded = self.encode(history)
-        if self.scann is None:  # the exact servable's one executable, scoring skipped
-            tower = lambda e: self._interests_and_candidates(e, e, tf.constant(False))[0]  # noqa: E731
-        else:
-            tower = self._user_interests
-        return self._in_batches(tower, self._interests_row, encoded)
+        tower = self._user_interests if self.scann is not None else self._exact_tower
+        return self._in_batches(tower, self._interests_row, self.encode(history))
+
+    def _exact_tower(self, indices: tf.Tensor) -> tf.Tensor:
+        """The exact servable's interests: its one executable with the scoring skipped."""
+        return self._interests_and_candidates(indices, indices, tf.constant(False))[0]
 
     def _in_batches(self, fn, row_spec, *tensors: tf.Tensor):
         """``fn(*tensors)`` computed at the allowed batch sizes only (see ``batch_sizes``).
