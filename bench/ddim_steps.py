@@ -34,18 +34,8 @@ DEFAULT_INTERESTS = (2, 4, 6, 8)
 QUICK_SCHEDULE = {"max_steps": 500, "eval_every": 250, "patience": 2}
 
 
-def with_sampling_steps(model: Any, vocabulary: Any, sampling_steps: int) -> Any:
-    """A copy of a trained DMI model whose refiner samples with ``sampling_steps`` DDIM steps."""
-    from trainer.train import build_model
-
-    config = dataclasses.replace(model.config, sampling_steps=sampling_steps)
-    clone = build_model(config, vocabulary)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
 def sweep_sampling_steps(
-    model: Any, vocabulary: Any, test_set: Any, steps: Sequence[int], requests: int, rounds: int = 5
+    model: Any, test_set: Any, steps: Sequence[int], requests: int, rounds: int = 5
 ) -> list[dict[str, Any]]:
     """Test metrics and batch-1 latency of ``user_interests`` for each S (0 = no refinement).
 
@@ -64,7 +54,7 @@ def sweep_sampling_steps(
             metrics = Evaluator(model, test_set, refine=False)()
             interests = tf.function(lambda h: model.extract(h)[0], input_signature=[spec], autograph=False)
         else:
-            clone = with_sampling_steps(model, vocabulary, s)
+            clone = model.with_sampling_steps(s)
             metrics = Evaluator(clone, test_set)()
             interests = tf.function(
                 lambda h, m=clone: m.user_interests(h), input_signature=[spec], autograph=False
@@ -239,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"in-process tf.function of user_interests, one test user per call, {requests} timed calls per S "
         "in 5 interleaved rounds, after 20 warm-up calls"
     )
-    result["sampling_steps"] = sweep_sampling_steps(model, vocabulary, test_set, steps, requests)
+    result["sampling_steps"] = sweep_sampling_steps(model, test_set, steps, requests)
     run_record.write_json(path, result)
 
     if not args.skip_k_sweep:

@@ -122,6 +122,18 @@ def test_the_report_reads_results_with_and_without_floors():
     assert f"| {first['value']} ({first['over_floor']:.2f}x the serving floor's p50 1.0 ms) |" in targets
 
 
+@pytest.mark.skipif(not os.path.exists(RESULTS), reason="no committed serving result")
+def test_beauty_targets_say_when_the_servables_refine_with_other_ddim_steps():
+    with open(RESULTS, encoding="utf-8") as f:
+        result = json.load(f)
+    config = result["model"]["config"]
+    assert config["sampling_steps"] in (0, config["diffusion_steps"])  # the committed run: the default S = T
+    assert not any("DDIM" in t["target"] for t in serving_latency.targets(result))
+    result["model"]["config"] = {**config, "sampling_steps": 1}
+    beauty = [t["target"] for t in serving_latency.targets(result) if t["target"].startswith("Beauty")]
+    assert beauty and all("at S = 1 DDIM steps (not the default)" in t for t in beauty)
+
+
 def test_argument_helpers():
     assert serving_latency.parse_sweep("1000:50,2000:100") == [(1000, 50), (2000, 100)]
     assert serving_latency.size_label(1_000_000) == "1m"

@@ -66,7 +66,7 @@ class PipelineSettings:
         (``trainer.config.has_servable``: not ``pop``).
       overrides: ``trainer.config.ModelConfig`` field values over the variant's preset.
       export: how the Trainer exports the servables (``trainer.export_settings.ExportSettings``: the ScaNN
-        index, XLA).
+        index, XLA, the DDIM steps served).
       split_seed: seed of the 8:1:1 user split.
       min_user: iterative k-core: drop users with fewer events (0: no filter).
       min_item: iterative k-core: drop items with fewer events (0: no filter).
@@ -99,9 +99,11 @@ class PipelineSettings:
 
         object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
         object.__setattr__(self, "beam_args", tuple(self.beam_args))
-        require_servable(variant_config(self.model, self.overrides))  # ValueError: unknown variant or field
+        config = variant_config(self.model, self.overrides)  # ValueError: unknown variant or field
+        require_servable(config)
         if not isinstance(self.export, ExportSettings):
             raise ValueError(f"export must be an ExportSettings, got {self.export!r}")
+        self.export.check_config(config)
         for name in ("split_seed", "min_user", "min_item", "kcore_rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -68,9 +68,11 @@ def test_components_carry_the_settings():
         "model": "remi", "overrides": {"embedding_dim": 16, "ydnn_hidden_units": [32]}
     }
 
-    exporting = _components(export=ExportSettings(scann_leaves=300, scann_leaves_to_search=30, xla=False))
+    exporting = _components(
+        export=ExportSettings(scann_leaves=300, scann_leaves_to_search=30, xla=False, sampling_steps=2)
+    )
     assert json.loads(exporting["Trainer"].exec_properties["custom_config"])["export"] == {
-        "scann_leaves": 300, "scann_leaves_to_search": 30, "xla": False
+        "scann_leaves": 300, "scann_leaves_to_search": 30, "xla": False, "sampling_steps": 2
     }
 
     evaluator = components[pipeline.EVALUATOR_ID].exec_properties
@@ -105,6 +107,8 @@ def test_pipeline_settings():
         ({"kcore_rounds": 0}, "kcore_rounds must be at least 1"),
         ({"pipeline_name": ""}, "pipeline_name must not be empty"),
         ({"export": {"scann_leaves": 10}}, "export must be an ExportSettings"),
+        ({"export": ExportSettings(sampling_steps=11)}, r"sampling_steps \(11\) must be at most .* T = 10"),
+        ({"model": "remi", "export": ExportSettings(sampling_steps=1)}, "'remi' model has no diffusion refiner"),
     ],
 )
 def test_bad_settings_fail_before_any_pipeline_is_built(settings, message):

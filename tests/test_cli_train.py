@@ -56,12 +56,29 @@ def test_train_evaluate_and_serve_through_grpc(tmp_path, capsys):
     assert (
         cli.main(
             ["export", "--model-dir", out, "--out", again, "--scann-leaves", "8", "--scann-leaves-to-search", "3",
-             "--no-xla"]
+             "--no-xla", "--sampling-steps", "1"]
         )
         == 0
     )
     assert f"dmi: {again}/dmi" in capsys.readouterr().out
     assert export.servable_scann_settings(os.path.join(again, "dmi")) == (8, 3)
+    # ... and one DDIM step instead of the model's T = 4: its interests are the S = 1 model's.
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer import train as train_lib
+
+    _, vocabulary, model = train_lib.load_model(out)
+    history = tf.constant([list(vocabulary.item_ids[:3])])
+    indices = tf.constant([[1, 2, 3] + [0] * (model.config.max_length - 3)])
+
+    def interests(path):
+        return tf.saved_model.load(path).signatures["user_interests"](history=history)["interests"].numpy()
+
+    one_step = interests(os.path.join(again, "dmi_exact"))
+    np.testing.assert_allclose(one_step, model.with_sampling_steps(1).user_interests(indices), atol=1e-5)
+    np.testing.assert_allclose(interests(os.path.join(out, "export", "dmi_exact")), model.user_interests(indices), atol=1e-5)
+    assert np.abs(one_step - model.user_interests(indices).numpy()).max() > 1e-4
 
     assert cli.main(["evaluate", "--log", log, "--model-dir", out, "--split", "test", "--ndcg", "remi"]) == 0
     evaluation = json.load(open(os.path.join(out, "evaluation_test_remi.json")))
@@ -107,5 +124,9 @@ def test_export_settings_that_do_not_fit_the_catalogue_fail_before_training(tmp_
     assert "scann_leaves must be between 1 and the number of items (40)" in capsys.readouterr().err
     assert cli.main([*argv, "--scann-leaves", "4", "--scann-leaves-to-search", "5"]) == 2
     assert "scann_leaves_to_search (5) must be at most scann_leaves (4)" in capsys.readouterr().err
+    assert cli.main([*argv, "--sampling-steps", "5"]) == 2
+    assert "sampling_steps (5) must be at most the model's diffusion_steps T = 4" in capsys.readouterr().err
+    assert cli.main([*argv, "--model", "remi", "--sampling-steps", "1"]) == 2
+    assert "the 'remi' model has no diffusion refiner" in capsys.readouterr().err
     assert not out.exists()  # nothing trained, nothing written
     assert cli.main(["export", "--model-dir", str(tmp_path / "missing")]) == 2

@@ -15,6 +15,7 @@ from serving import contract
 from serving.servable import Servable, read_signature_defs
 from serving.warmup import WARMUP_PATH, read_warmup_requests, replay_warmup_requests
 from trainer import config, export, synthetic, train
+from trainer.export_settings import ExportSettings
 from trainer.sequences import SequenceData
 
 NAMES = (
@@ -37,8 +38,9 @@ def servable_dir(tmp_path_factory) -> str:
     data = SequenceData.from_interactions(events)
     model = train.build_model(config.variant_config("dmi", TINY), data.vocabulary)
     export_dir = str(tmp_path_factory.mktemp("export"))
-    options = {"top_n": 5, "max_top_n": 10, "scann": False, "xla": False, "batch_sizes": (1, 2)}
-    return export.export_servables(model, data.vocabulary, export_dir, **options)[export.EXACT]
+    options = {"top_n": 5, "max_top_n": 10, "scann": False, "batch_sizes": (1, 2)}
+    plain = ExportSettings(xla=False)
+    return export.export_servables(model, data.vocabulary, export_dir, plain, **options)[export.EXACT]
 
 
 def test_both_packages_name_the_contract_alike():

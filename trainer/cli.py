@@ -230,11 +230,18 @@ def add_export_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="partitions searched per query (default: two fifths of the leaves; a catalogue with structure "
         "can search fewer: the recall/latency curve of `dmirec bench --only serving`, docs/performance.md)",
     )
+    parser.add_argument(
+        "--sampling-steps",
+        type=int,  # ExportSettings and the model's T check the range
+        help="DDIM steps S of the servables' refinement, 1..T (default: the model's own, T unless trained "
+        "with --set sampling_steps=S); fewer steps serve faster, as the paper's online deployment does: "
+        "what each S serves is measured by `dmirec bench --only ddim`",
+    )
 
 
 def export_settings(args: argparse.Namespace) -> ExportSettings:
     """The flags of :func:`add_export_settings_arguments` as settings (ValueError: out of range)."""
-    return ExportSettings(args.scann_leaves, args.scann_leaves_to_search, args.xla)
+    return ExportSettings(args.scann_leaves, args.scann_leaves_to_search, args.xla, args.sampling_steps)
 
 
 def _export_and_push(
@@ -247,14 +254,7 @@ def _export_and_push(
     """Exports ``dmi`` and ``dmi_exact`` under ``export_dir``; pushes them to ``--serving-base`` if given."""
     from trainer import export, push
 
-    paths = export.export_servables(
-        model,
-        vocabulary,
-        export_dir,
-        scann_leaves=settings.scann_leaves,
-        scann_leaves_to_search=settings.scann_leaves_to_search,
-        xla=settings.xla,
-    )
+    paths = export.export_servables(model, vocabulary, export_dir, settings)
     print("exported " + ", ".join(f"{name}: {path}" for name, path in paths.items()))
     if args.serving_base:
         version = push.push_servables(export_dir, args.serving_base)
@@ -271,13 +271,14 @@ def _train(args: argparse.Namespace) -> int:
 
     config = config_lib.variant_config(args.model, config_lib.parse_overrides(args.set))
     settings = export_settings(args)
+    settings.check_config(config)  # before reading the log
     data = _load_sequences(args)
     print(
         f"{args.log}: {data.num_items:,} items; users train {len(data.train):,} / "
         f"eval {len(data.eval):,} / test {len(data.test):,}"
     )
     if config_lib.has_servable(config):
-        settings.check_catalogue(data.num_items, config.max_length)
+        settings.check_model(config, data.num_items)
     result = train_lib.train(config, data, args.out, ndcg=args.ndcg)
     _print_metrics(f"validation (step {result.best_step})", result.validation, args.ndcg)
     _print_metrics("test", result.test, args.ndcg)
@@ -396,7 +397,7 @@ def _export(args: argparse.Namespace) -> int:
     config, vocabulary, model = train_lib.load_model(args.model_dir)
     if isinstance(model, PopularityModel):
         raise ValueError(f"{args.model_dir} holds the {config.model!r} model, which has no servable")
-    settings.check_catalogue(model.num_items, config.max_length)
+    settings.check_model(config, model.num_items)
     _export_and_push(args, settings, model, vocabulary, args.out or os.path.join(args.model_dir, EXPORT_DIR))
     return 0
 

@@ -106,6 +106,7 @@ class ModelConfig:
       diffusion: refine interests with the diffusion module (False: the paper's DMI-diff = REMI).
       diffusion_steps: T, steps of the forward process (Eq. 8).
       sampling_steps: S <= T, DDIM steps at serving and evaluation; 0 means S = T (the paper's Alg. 2).
+        An export can serve another S from the same weights (``ExportSettings.sampling_steps``).
       alpha_min: minimum noise level of the linear schedule (Eq. 8).
       alpha_max: maximum noise level (Eq. 8; the paper tunes {0.001, 0.002, 0.004, 0.008}).
       noise_scale: s of Eq. 8 (not given by the paper; 4 chosen on validation users).

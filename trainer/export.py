@@ -44,6 +44,7 @@ import tensorflow_recommenders as tfrs
 
 from trainer import filesystem as fs
 from trainer import retrieval
+from trainer.export_settings import ExportSettings
 from trainer.model import DMIModel
 from trainer.sequences import Vocabulary
 
@@ -395,13 +396,11 @@ def export_servables(
     model: DMIModel,
     vocabulary: Vocabulary,
     export_dir: str,
+    settings: ExportSettings = ExportSettings(),
     *,
     top_n: int = DEFAULT_TOP_N,
     max_top_n: int = DEFAULT_MAX_TOP_N,
     scann: bool = True,
-    scann_leaves: int | None = None,
-    scann_leaves_to_search: int | None = None,
-    xla: bool = True,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
 ) -> dict[str, str]:
     """Writes the ``dmi`` (ScaNN) and ``dmi_exact`` SavedModels under ``export_dir``.
@@ -412,17 +411,22 @@ def export_servables(
       export_dir: directory to write ``dmi/`` and ``dmi_exact/`` into (replaced if present), local or a
         TensorFlow file system URI (each servable is staged beside its target, see
         :func:`trainer.filesystem.staged_directory`).
+      settings: the ScaNN index, XLA and the DDIM steps served (:class:`ExportSettings`; the defaults:
+        ~sqrt(items) leaves, XLA, the model's own S).
       top_n: the default list length of ``serving_default``.
       max_top_n: the longest list a request may ask for (capped at the number of items).
       scann: also write the ScaNN servable.
-      scann_leaves: ScaNN partitions (default ~sqrt(items)).
-      scann_leaves_to_search: partitions searched per query (default: see :class:`RetrievalServable`).
-      xla: compile the user tower (and exact scoring) with XLA (see :class:`RetrievalServable`).
       batch_sizes: the batch sizes the numeric part is compiled for (see :class:`RetrievalServable`).
 
     Returns:
       Servable name -> SavedModel directory.
+
+    Raises:
+      ValueError: settings that do not fit the model (:meth:`ExportSettings.check_model`).
     """
+    settings.check_model(model.config, model.num_items)
+    if settings.sampling_steps not in (None, model.config.num_sampling_steps):
+        model = model.with_sampling_steps(settings.sampling_steps)
     max_top_n = min(max_top_n, model.num_items)
     top_n = min(top_n, max_top_n)
     warmup = [list(vocabulary.item_ids[:3]), list(vocabulary.item_ids[3:5]), []]
@@ -438,9 +442,9 @@ def export_servables(
                     top_n,
                     max_top_n,
                     name == SCANN,
-                    scann_leaves,
-                    scann_leaves_to_search,
-                    xla,
+                    settings.scann_leaves,
+                    settings.scann_leaves_to_search,
+                    settings.xla,
                     batch_sizes,
                 ),
             )

@@ -1,8 +1,9 @@
-"""How a trained model is exported: the ScaNN index of the ``dmi`` servable, and XLA.
+"""How a trained model is exported: the ScaNN index of the ``dmi`` servable, XLA, and the DDIM steps served.
 
 Not part of the training configuration (:class:`trainer.config.ModelConfig`): the same trained weights
 can be exported again with other settings (``dmirec export``), e.g. a ScaNN setting chosen from the
-recall/latency curve of ``bench/serving_latency.py`` on the user's own catalogue. ``dmirec train``,
+recall/latency curve of ``bench/serving_latency.py`` on the user's own catalogue, or fewer DDIM steps than
+the model was evaluated with (the paper's online deployment serves with DDIM's fewer steps, section 4.6). ``dmirec train``,
 ``dmirec export`` and the pipeline (``PipelineSettings.export``, carried to the Trainer in its
 ``custom_config``) take the same settings under the same names as
 :func:`trainer.export.export_servables`. This module imports nothing heavy, so the pipeline's settings can
@@ -13,7 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainer.config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,14 +30,19 @@ class ExportSettings:
         of the leaves, or enough to hold four times the candidates (:func:`trainer.export.scann_parameters`).
       xla: compile the user tower (and exact scoring) with XLA; False for a TF Serving build without its
         CPU JIT (``serving/deploy/README.md``).
+      sampling_steps: S, the DDIM steps of the servables' unrolled refinement, in ``1..T``; None: the
+        model's own (``ModelConfig.sampling_steps``: T unless set, the paper's Algorithm 2). Only the
+        serving graph changes, not a weight (:meth:`trainer.model.DMIModel.with_sampling_steps`): fewer
+        steps, less latency (``docs/performance.md``); ``bench/ddim_steps.py`` measures what each S serves.
     """
 
     scann_leaves: int | None = None
     scann_leaves_to_search: int | None = None
     xla: bool = True
+    sampling_steps: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("scann_leaves", "scann_leaves_to_search"):
+        for name in ("scann_leaves", "scann_leaves_to_search", "sampling_steps"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -49,16 +58,34 @@ class ExportSettings:
                 f"({self.scann_leaves})"
             )
 
-    def check_catalogue(self, num_items: int, max_length: int) -> None:
-        """Fails when the ScaNN settings do not fit a catalogue of ``num_items`` (before training on it).
+    def check_config(self, config: ModelConfig) -> None:
+        """Fails when the settings do not fit a model of ``config`` (checked before any data is read).
 
         Raises:
-          ValueError: more leaves than items, or more leaves to search than the index's default leaves.
+          ValueError: ``sampling_steps`` for a model without a diffusion refiner, or more than its T.
+        """
+        if self.sampling_steps is None:
+            return
+        if not config.diffusion:
+            raise ValueError(f"sampling_steps: the {config.model!r} model has no diffusion refiner to sample with")
+        if self.sampling_steps > config.diffusion_steps:
+            raise ValueError(
+                f"sampling_steps ({self.sampling_steps}) must be at most the model's diffusion_steps "
+                f"T = {config.diffusion_steps}"
+            )
+
+    def check_model(self, config: ModelConfig, num_items: int) -> None:
+        """Fails when the settings do not fit a model of ``config`` on ``num_items`` items (before training it).
+
+        Raises:
+          ValueError: :meth:`check_config`'s refusals, more leaves than items, or more leaves to search
+            than the index's default leaves.
         """
         from trainer import export
 
+        self.check_config(config)
         export.scann_parameters(
-            num_items, export.DEFAULT_MAX_TOP_N, max_length, self.scann_leaves, self.scann_leaves_to_search
+            num_items, export.DEFAULT_MAX_TOP_N, config.max_length, self.scann_leaves, self.scann_leaves_to_search
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import tensorflow as tf
 import trainer  # noqa: F401
 import scann  # noqa: F401  (registers the ScaNN ops before a ScaNN SavedModel is loaded)
 from trainer import config, export, synthetic, train
+from trainer.export_settings import ExportSettings
 from trainer.sequences import SequenceData, Vocabulary, evaluation_set
 
 TINY = {
@@ -149,7 +150,7 @@ def test_xla_is_used_only_when_asked(exported, tmp_path):
         return any(f.attr["_XlaMustCompile"].b for f in functions)
 
     assert must_compile(os.path.join(export_dir, export.EXACT))
-    plain = export.export_servables(model, data.vocabulary, str(tmp_path), scann=False, xla=False)
+    plain = export.export_servables(model, data.vocabulary, str(tmp_path), ExportSettings(xla=False), scann=False)
     assert not must_compile(plain[export.EXACT])
     histories = evaluation_set(data.test, model.config.max_length).histories[:8]
     out = tf.saved_model.load(plain[export.EXACT]).signatures["user_interests"](
@@ -174,10 +175,37 @@ def test_the_scann_servable_holds_the_index_it_was_asked_for(exported, tmp_path)
     assert export.servable_scann_settings(f"{export_dir}/{export.SCANN}") == (leaves, searched)
     with pytest.raises(ValueError, match="holds no ScaNN index"):
         export.servable_scann_settings(f"{export_dir}/{export.EXACT}")
-    path = export.export_servables(
-        model, data.vocabulary, str(tmp_path), scann_leaves=6, scann_leaves_to_search=2, xla=False
-    )[export.SCANN]
+    settings = ExportSettings(scann_leaves=6, scann_leaves_to_search=2, xla=False)
+    path = export.export_servables(model, data.vocabulary, str(tmp_path), settings)[export.SCANN]
     assert export.servable_scann_settings(path) == (6, 2)
+
+
+def test_the_servables_refine_with_the_ddim_steps_asked_for(exported, tmp_path):
+    """S = 1 on a model trained and evaluated with S = T = 4: the servable is the S = 1 model, not the T one."""
+    model, data, export_dir, loaded = exported
+    assert model.config.num_sampling_steps == 4
+    histories = evaluation_set(data.test, model.config.max_length).histories[:8]
+    one_step = model.with_sampling_steps(1)
+    expected = one_step.user_interests(tf.constant(histories)).numpy()
+    assert np.abs(expected - model.user_interests(tf.constant(histories)).numpy()).max() > 1e-3  # S matters
+    assert model.config.sampling_steps == 0  # the trained model is unchanged
+    settings = ExportSettings(xla=False, sampling_steps=1)
+    path = export.export_servables(model, data.vocabulary, str(tmp_path), settings, scann=False)[export.EXACT]
+    out = tf.saved_model.load(path).signatures["user_interests"](history=tf.constant(_ids(data, histories)))
+    np.testing.assert_allclose(out["interests"], expected, atol=1e-5)
+    default = loaded[export.EXACT].signatures["user_interests"](history=tf.constant(_ids(data, histories)))
+    np.testing.assert_allclose(default["interests"], model.user_interests(tf.constant(histories)), atol=1e-5)
+
+
+def test_ddim_steps_that_do_not_fit_the_model_are_refused_before_writing(exported, tmp_path):
+    model, data, _, _ = exported
+    target = tmp_path / "export"
+    with pytest.raises(ValueError, match=r"sampling_steps \(5\) must be at most the model's diffusion_steps T = 4"):
+        export.export_servables(model, data.vocabulary, str(target), ExportSettings(sampling_steps=5))
+    remi = train.build_model(config.variant_config("remi", TINY), data.vocabulary)
+    with pytest.raises(ValueError, match="the 'remi' model has no diffusion refiner"):
+        export.export_servables(remi, data.vocabulary, str(target), ExportSettings(sampling_steps=1))
+    assert not target.exists()
 
 
 def test_saved_models_carry_defaults_and_warmup(exported):

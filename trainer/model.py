@@ -16,6 +16,7 @@ model (:class:`PopularityModel`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -302,6 +303,31 @@ class DMIModel(tfrs.Model):
         self.optimizer.apply_gradients([p for p in pairs if p[1].ref() in refiner])
         self.backbone_optimizer.apply_gradients([p for p in pairs if p[1].ref() not in refiner])
         return terms
+
+    def with_sampling_steps(self, sampling_steps: int) -> "DMIModel":
+        """A copy of this model with the same weights whose refiner samples with ``sampling_steps`` DDIM steps.
+
+        The paper trains with T steps and, deployed online, serves with fewer through DDIM (section 4.6):
+        S changes only the serving graph's unrolled loop, no weight, so a trained model can be served at
+        another S without training again (``ExportSettings.sampling_steps``, ``bench/ddim_steps.py``).
+
+        Args:
+          sampling_steps: S, in ``1..T`` (``config.diffusion_steps``).
+
+        Returns:
+          A new model; this one is unchanged.
+
+        Raises:
+          ValueError: the model has no diffusion refiner, or S is outside ``1..T``.
+        """
+        if self.refiner is None:
+            raise ValueError(f"the {self.config.model!r} model has no diffusion refiner: sampling_steps does not apply")
+        if isinstance(sampling_steps, bool) or not isinstance(sampling_steps, int) or sampling_steps < 1:
+            raise ValueError(f"sampling_steps must be a positive integer, got {sampling_steps!r}")
+        clone = DMIModel(dataclasses.replace(self.config, sampling_steps=sampling_steps), self.num_items)
+        clone.build_for_inputs()
+        clone.set_weights(self.get_weights())
+        return clone
 
     def build_for_inputs(self) -> None:
         """Creates every variable (towers and refiner) by running one tiny batch; needed before restoring."""

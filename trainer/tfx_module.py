@@ -175,16 +175,9 @@ def run_fn(fn_args: FnArgs) -> None:
         len(data.eval),
         len(data.test),
     )
-    settings.check_catalogue(data.num_items, config.max_length)  # before training, not after
+    settings.check_model(config, data.num_items)  # before training, not after
     result = train.train(config, data, out_dir=fn_args.model_run_dir, verbose=2)
     if not isinstance(result.model, DMIModel):  # only a broken invariant: require_servable passed above
         raise TypeError(f"train built a {type(result.model).__name__} for {config.model!r}, not a DMIModel")
-    written = export.export_servables(
-        result.model,
-        data.vocabulary,
-        fn_args.serving_model_dir,
-        scann_leaves=settings.scann_leaves,
-        scann_leaves_to_search=settings.scann_leaves_to_search,
-        xla=settings.xla,
-    )
+    written = export.export_servables(result.model, data.vocabulary, fn_args.serving_model_dir, settings)
     logger.info("test metrics %s; servables %s", result.test, written)
