@@ -299,18 +299,22 @@ def saved_model_function(path: str) -> tuple[Servable, Callable[[tf.Tensor], Map
 
 
 def servable_function(
-    model: DMIModel, vocabulary: Vocabulary, max_top_n: int, leaves: int, searched: int
+    model: DMIModel, vocabulary: Vocabulary, max_top_n: int, scann: tuple[int, int] | None
 ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    """The ScaNN serving graph built in memory (no SavedModel): for the parameter sweep."""
+    """A serving graph built in memory (no SavedModel), for the parameter sweep: ScaNN with
+    ``scann = (leaves, leaves_to_search)``, or exact retrieval when None."""
     import tempfile
 
     import tensorflow as tf
 
     from trainer.export import ITEM_VOCABULARY_FILE, RetrievalServable, write_vocabulary_file
 
+    leaves, searched = scann or (None, None)
     with tempfile.TemporaryDirectory() as directory:  # read when the lookup tables are built, right here
         vocabulary_file = write_vocabulary_file(vocabulary, os.path.join(directory, ITEM_VOCABULARY_FILE))
-        servable = RetrievalServable(model, vocabulary, vocabulary_file, TOP_N, max_top_n, True, leaves, searched)
+        servable = RetrievalServable(
+            model, vocabulary, vocabulary_file, TOP_N, max_top_n, scann is not None, leaves, searched
+        )
     function = tf.function(
         lambda history: servable.retrieve(history, tf.constant(TOP_N), tf.constant(False)),
         input_signature=[tf.TensorSpec([None, None], tf.string)],
@@ -336,41 +340,52 @@ def recall_vs_exact(exact: Sequence[np.ndarray], approximate: Sequence[np.ndarra
     return float(np.mean(overlaps))
 
 
-def in_process_latency(
-    function: Callable[[tf.Tensor], dict[str, tf.Tensor]],
-    single: Sequence[tf.Tensor],
-    batched: Sequence[tf.Tensor],
-    duration: float,
-) -> dict[str, Any]:
-    """Batch-1 and (when ``batched`` is given) batch-32 latency of a serving function called in-process."""
+def _top_ids_call(function: Callable[[tf.Tensor], Mapping[str, tf.Tensor]]) -> Callable[[tf.Tensor], np.ndarray]:
+    """A serving function's call as a client sees it: the top ids, as numpy (the outputs computed)."""
     from serving import contract
 
-    def top(history: tf.Tensor) -> np.ndarray:
-        return function(history)[contract.ITEM_IDS_OUTPUT].numpy()
-
-    out = {}
-    for key, inputs, warmup in (("batch_1", single, 10), ("batch_32", batched, 3)):
-        if inputs:
-            seconds = _timed_loop(top, inputs, duration, warmup)
-            out[key] = timing.latency_summary(seconds)
-    return out
+    return lambda history: function(history)[contract.ITEM_IDS_OUTPUT].numpy()
 
 
 def _timed_loop(
-    call: Callable[[T], object], inputs: Sequence[T], duration: float, warmup: int = 10
+    call: Callable[[T], object], inputs: Sequence[T], duration: float, warmup: int = 10, at_least: int = 20
 ) -> list[float]:
-    """Times sequential calls for ``duration`` seconds (at least 20 calls), after ``warmup`` untimed ones."""
+    """Times sequential calls for ``duration`` seconds (at least ``at_least`` calls), after ``warmup`` untimed
+    ones."""
     for i in range(warmup):
         call(inputs[i % len(inputs)])
     seconds: list[float] = []
     deadline = time.perf_counter() + duration
     i = 0
-    while time.perf_counter() < deadline or len(seconds) < 20:
+    while time.perf_counter() < deadline or len(seconds) < at_least:
         start = time.perf_counter()
         call(inputs[i % len(inputs)])
         seconds.append(time.perf_counter() - start)
         i += 1
     return seconds
+
+
+def interleaved_latency(
+    calls: Mapping[str, Callable[[T], object]],
+    inputs: Sequence[T],
+    duration: float,
+    rounds: int = 5,
+    warmup: int = 10,
+) -> dict[str, dict[str, Any]]:
+    """Latency summaries of several calls timed in turns: each call is timed for ``duration`` seconds in
+    all (and at least 20 calls), in ``rounds`` turns, after ``warmup`` untimed calls before its first.
+
+    A ratio of two of them (ScaNN over exact) is then measured side by side: a change of the shared
+    machine's speed during the measurement moves both alike (a slow minute otherwise lands on one side:
+    the same ScaNN setting read 4.0-7.5 ms p50 over five builds timed one after the other).
+    """
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(rounds):
+        for name, call in calls.items():
+            seconds[name] += _timed_loop(
+                call, inputs, duration / rounds, warmup if round_ == 0 else 1, at_least=-(-20 // rounds)
+            )
+    return {name: timing.latency_summary(values) for name, values in seconds.items()}
 
 
 # ----- gRPC ---------------------------------------------------------------------------------------------
@@ -620,7 +635,7 @@ def scoring_floor_latency(
     Args:
       interests: one ``[K, d]`` float32 array per request (a user's interest vectors).
       item_embeddings: ``[N, d]`` float32, the retrievable items (no padding row).
-      duration: seconds of timed calls (as :func:`in_process_latency`).
+      duration: seconds of timed calls (as :func:`interleaved_latency`).
       threads: BLAS threads (0: the library's default), as the servable's intra-op threads.
     """
     embeddings_t = np.ascontiguousarray(item_embeddings, dtype=np.float32).T
@@ -778,14 +793,18 @@ def measure_saved_models(
     from serving import contract
 
     loaded = {name: saved_model_function(path) for name, path in layout.items()}
+    tops = {name: _top_ids_call(function) for name, (_, function) in loaded.items()}
     out: dict[str, Any] = {
         "exact_ids": top_ids(loaded["dmi_exact"][1], inputs.recall),
         "scann_ids": top_ids(loaded["dmi"][1], inputs.recall),
         "in_process": {
-            name: in_process_latency(function, inputs.single, inputs.batched, duration)
-            for name, (_, function) in loaded.items()
+            name: {"batch_1": latency}
+            for name, latency in interleaved_latency(tops, inputs.single, duration).items()
         },
     }
+    if inputs.batched:
+        for name, latency in interleaved_latency(tops, inputs.batched, duration, warmup=3).items():
+            out["in_process"][name]["batch_32"] = latency
     interests = loaded["dmi_exact"][0].signature(contract.INTERESTS_SIGNATURE)
 
     def tower(history: tf.Tensor) -> np.ndarray:
@@ -811,18 +830,23 @@ def sweep_scann(
     grid: Sequence[tuple[int, int]],
     inputs: Inputs,
     exact_ids: Sequence[np.ndarray],
-    exact_p50_ms: float,
     duration: float,
 ) -> list[dict[str, Any]]:
-    """ScaNN recall against exact and batch-1 latency for each ``(leaves, leaves_to_search)``, in-process."""
+    """ScaNN recall against exact and batch-1 latency for each ``(leaves, leaves_to_search)``, in-process.
+
+    Each setting is timed in turns with the exact graph of the same catalogue (:func:`interleaved_latency`),
+    built in memory as the ScaNN one is, so that its speed-up over exact is a ratio measured side by side.
+    """
+    exact = _top_ids_call(servable_function(model, vocabulary, max_top_n, None))
     rows = []
     for leaves, searched in grid:
         run_record.log(f"  ScaNN sweep: leaves {leaves}, leaves_to_search {searched}")
         built = time.perf_counter()
-        function = servable_function(model, vocabulary, max_top_n, leaves, searched)
+        function = servable_function(model, vocabulary, max_top_n, (leaves, searched))
         function(inputs.recall[0])
         build_seconds = time.perf_counter() - built
-        latency = in_process_latency(function, inputs.single, [], duration)["batch_1"]
+        timed = interleaved_latency({"scann": _top_ids_call(function), "exact": exact}, inputs.single, duration)
+        latency = timed["scann"]
         rows.append(
             {
                 "scann_leaves": leaves,
@@ -831,10 +855,14 @@ def sweep_scann(
                 "build_and_trace_seconds": round(build_seconds, 1),
                 "recall_at_50_vs_exact": recall_vs_exact(exact_ids, top_ids(function, inputs.recall)),
                 "in_process_batch_1": latency,
-                "speedup_p50": exact_p50_ms / latency["p50_ms"],
+                "exact_in_process_batch_1": timed["exact"],
+                "speedup_p50": timed["exact"]["p50_ms"] / latency["p50_ms"],
             }
         )
-        run_record.log(f"   recall {rows[-1]['recall_at_50_vs_exact']:.4f}, p50 {latency['p50_ms']:.2f} ms")
+        run_record.log(
+            f"   recall {rows[-1]['recall_at_50_vs_exact']:.4f}, p50 {latency['p50_ms']:.2f} ms "
+            f"(exact beside it {timed['exact']['p50_ms']:.2f} ms)"
+        )
         del function
         gc.collect()
     return rows
@@ -976,10 +1004,9 @@ def measure_catalogue(
             "in_process_batch_1": result["in_process"]["dmi"]["batch_1"],
             "speedup_p50": speedup,
         }
-        exact_p50 = result["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
         run_record.log(f"[{label}] sweeping ScaNN parameters: {grid}")
         result["sweep"] = [default_row] + sweep_scann(
-            model, vocabulary, max_top_n, grid, inputs, exact_ids, exact_p50, args.duration
+            model, vocabulary, max_top_n, grid, inputs, exact_ids, args.duration
         )
         chosen = _choose(result["sweep"])
         result["chosen_scann"] = {k: chosen[k] for k in ("scann_leaves", "scann_leaves_to_search")}
@@ -998,21 +1025,17 @@ def measure_catalogue(
     if grown and args.scann_builds:
         chosen = result.get("chosen_scann") or {"scann_leaves": leaves, "scann_leaves_to_search": searched}
         parameters = (chosen["scann_leaves"], chosen["scann_leaves_to_search"])
-        exact_p50 = result["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
         run_record.log(f"[{label}] {args.scann_builds} independent ScaNN index builds at {parameters}")
         builds = sweep_scann(
-            model, vocabulary, max_top_n, [parameters] * args.scann_builds, inputs, exact_ids, exact_p50, args.duration
+            model, vocabulary, max_top_n, [parameters] * args.scann_builds, inputs, exact_ids, args.duration
         )
         result["scann_builds"] = build_summary(builds)
     if grown and args.scann_curve:
         chosen = result.get("chosen_scann") or {"scann_leaves": leaves}
         curve_leaves = chosen["scann_leaves"]
         grid = [(curve_leaves, max(1, round(share * curve_leaves))) for share in args.scann_curve]
-        exact_p50 = result["in_process"]["dmi_exact"]["batch_1"]["p50_ms"]
         run_record.log(f"[{label}] the ScaNN recall/latency curve: {grid}")
-        result["scann_curve"] = sweep_scann(
-            model, vocabulary, max_top_n, grid, inputs, exact_ids, exact_p50, args.duration
-        )
+        result["scann_curve"] = sweep_scann(model, vocabulary, max_top_n, grid, inputs, exact_ids, args.duration)
     del item_embeddings, floor_args  # 256 MB at 1M items: not kept while the servers run
     result["scoring_floor"]["note"] = SCORING_FLOOR_NOTE.format(
         blas=f"({result['scoring_floor']['blas_threads']} BLAS thread(s))"

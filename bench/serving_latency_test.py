@@ -258,3 +258,34 @@ def test_a_grown_catalogue_keeps_the_trained_rows_and_grows_the_rows_asked_for()
         serving_latency.grown_catalogue(model, vocabulary, 50, seed=0)
     with pytest.raises(ValueError, match="unknown grown rows"):
         serving_latency.grown_catalogue(model, vocabulary, 100, seed=0, rows="uniform")
+
+
+def test_interleaved_latency_times_every_call_in_every_round():
+    order = []
+    calls = {name: (lambda x, name=name: order.append(name)) for name in ("a", "b")}
+    latency = serving_latency.interleaved_latency(calls, [0, 1], duration=0.0, rounds=3, warmup=2)
+    assert set(latency) == {"a", "b"} and latency["a"]["count"] == latency["b"]["count"] == 3 * 7
+    # Round by round: a's warm-up and turn, b's, then each again with one untimed call before its turn.
+    turns = [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
+    assert turns == ["a", "b"] * 3
+
+
+def test_a_scann_sweep_times_exact_beside_each_setting():
+    import trainer  # noqa: F401  (Keras 2 before TensorFlow)
+    import scann  # noqa: F401
+    from trainer import config
+    from trainer.sequences import Vocabulary
+    from trainer.train import build_model
+
+    small = {"embedding_dim": 8, "num_interests": 2, "max_length": 4, "num_negatives": 8, "diffusion_steps": 2}
+    vocabulary = Vocabulary(tuple(f"i{i}" for i in range(300)), tuple(range(300, 0, -1)))
+    model = build_model(config.variant_config("dmi", small), vocabulary)
+    histories = [[f"i{(7 * u + j) % 300}" for j in range(3)] for u in range(40)]
+    inputs = serving_latency.Inputs.from_histories(histories, recall_users=32)
+    exact = serving_latency.servable_function(model, vocabulary, 60, None)
+    exact_ids = serving_latency.top_ids(exact, inputs.recall)
+    (row,) = serving_latency.sweep_scann(model, vocabulary, 60, [(10, 10)], inputs, exact_ids, duration=0.1)
+    assert (row["scann_leaves"], row["scann_leaves_to_search"]) == (10, 10)
+    assert row["speedup_p50"] == row["exact_in_process_batch_1"]["p50_ms"] / row["in_process_batch_1"]["p50_ms"]
+    assert row["in_process_batch_1"]["count"] >= 20 and row["exact_in_process_batch_1"]["count"] >= 20
+    assert 0.5 <= row["recall_at_50_vs_exact"] <= 1.0  # all 10 leaves searched: ScaNN's quantization only
