@@ -9,11 +9,13 @@ project's TF Serving-compatible server, in a child process on 127.0.0.1) and mea
 - throughput with N concurrent clients (one channel and thread each) for ``--duration`` seconds;
 - the same signature called in-process on the loaded SavedModel (inputs already tensors): the model's own
   cost, so that gRPC minus in-process is the server's overhead (protos, Python handler, transport). The
-  in-process figures are measured before the gRPC ones, not interleaved with them, so on a shared machine
-  that difference also holds any change of load in between; :mod:`bench.serving_profile` splits one
-  request's time request by request (docs/performance.md, "Serving");
+  two servables are timed in-process in turns (:func:`interleaved_latency`), but the in-process figures
+  are measured before the gRPC ones, not interleaved with them, so on a shared machine that difference
+  also holds any change of load in between; :mod:`bench.serving_profile` splits one request's time
+  request by request (docs/performance.md, "Serving");
 - ScaNN Recall@50 against exact retrieval: the mean share of the exact top 50 that ``dmi`` returns, for
-  the same test-user histories through both.
+  the same test-user histories through both; every ScaNN setting of a sweep, index build or curve is
+  timed in turns with the exact graph of the same catalogue, so its speed-up is a side-by-side ratio.
 
 Two floors are measured in the same run, so that every speed figure also reads as a ratio that the load
 of a shared machine moves much less than the absolute time:
