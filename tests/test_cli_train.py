@@ -77,7 +77,8 @@ def test_train_evaluate_and_serve_through_grpc(tmp_path, capsys):
 
     one_step = interests(os.path.join(again, "dmi_exact"))
     np.testing.assert_allclose(one_step, model.with_sampling_steps(1).user_interests(indices), atol=1e-5)
-    np.testing.assert_allclose(interests(os.path.join(out, "export", "dmi_exact")), model.user_interests(indices), atol=1e-5)
+    default = interests(os.path.join(out, "export", "dmi_exact"))
+    np.testing.assert_allclose(default, model.user_interests(indices), atol=1e-5)
     assert np.abs(one_step - model.user_interests(indices).numpy()).max() > 1e-4
 
     assert cli.main(["evaluate", "--log", log, "--model-dir", out, "--split", "test", "--ndcg", "remi"]) == 0

@@ -3,9 +3,9 @@
 Not part of the training configuration (:class:`trainer.config.ModelConfig`): the same trained weights
 can be exported again with other settings (``dmirec export``), e.g. a ScaNN setting chosen from the
 recall/latency curve of ``bench/serving_latency.py`` on the user's own catalogue, or fewer DDIM steps than
-the model was evaluated with (the paper's online deployment serves with DDIM's fewer steps, section 4.6). ``dmirec train``,
-``dmirec export`` and the pipeline (``PipelineSettings.export``, carried to the Trainer in its
-``custom_config``) take the same settings under the same names as
+the model was evaluated with (the paper's online deployment serves with DDIM's fewer steps, section
+4.6). ``dmirec train``, ``dmirec export`` and the pipeline (``PipelineSettings.export``, carried to the
+Trainer in its ``custom_config``) take the same settings under the same names as
 :func:`trainer.export.export_servables`. This module imports nothing heavy, so the pipeline's settings can
 be checked before any component runs.
 """

@@ -321,7 +321,9 @@ class DMIModel(tfrs.Model):
           ValueError: the model has no diffusion refiner, or S is outside ``1..T``.
         """
         if self.refiner is None:
-            raise ValueError(f"the {self.config.model!r} model has no diffusion refiner: sampling_steps does not apply")
+            raise ValueError(
+                f"the {self.config.model!r} model has no diffusion refiner: sampling_steps does not apply"
+            )
         if isinstance(sampling_steps, bool) or not isinstance(sampling_steps, int) or sampling_steps < 1:
             raise ValueError(f"sampling_steps must be a positive integer, got {sampling_steps!r}")
         clone = DMIModel(dataclasses.replace(self.config, sampling_steps=sampling_steps), self.num_items)
