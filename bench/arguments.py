@@ -57,12 +57,20 @@ def add_data_arguments(parser: argparse.ArgumentParser, default: str = "beauty")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model-dir`` / ``--train-steps``: the trained model a serving benchmark measures."""
+    """``--model-dir`` / ``--train-steps`` / ``--sampling-steps``: the trained model a serving benchmark
+    measures, and the DDIM steps it serves with."""
     parser.add_argument(
         "--model-dir", help="a trained model directory (dmirec train --out) instead of training one"
     )
     parser.add_argument(
         "--train-steps", type=int, help="steps of the model trained here (default 2000; --quick 500)"
+    )
+    parser.add_argument(
+        "--sampling-steps",
+        type=int,  # DMIModel.with_sampling_steps checks the range against the model's T
+        help="DDIM steps S the servables refine with (dmirec export --sampling-steps; default: the model's "
+        "own, S = T); serving_latency's Beauty targets are defined at the default, and their names say "
+        "when S differs",
     )
 
 

@@ -157,7 +157,7 @@ def model_and_test_histories(
 
     dataset = None if args.model_dir else datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
     config, vocabulary, model, model_info = trained_model(args, dataset)
-    if args.sampling_steps and args.sampling_steps != config.num_sampling_steps:
+    if args.sampling_steps is not None and args.sampling_steps != config.num_sampling_steps:
         # The product's own change of S (what `dmirec export --sampling-steps` exports): no weight changes.
         model = model.with_sampling_steps(args.sampling_steps)
         config = model.config
@@ -1436,12 +1436,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=lambda text: [float(x) for x in text.split(",") if x.strip()],
         help="shares of the leaves searched for the grown catalogue's recall/latency curve "
         "(default 0.05,0.1,0.2,0.4,0.7,1; --quick none)",
-    )
-    add(
-        "--sampling-steps",
-        type=int,
-        help="DDIM steps S the servables refine with (dmirec export --sampling-steps; default: the model's "
-        "own, S = T); the Beauty targets are defined at the default, and their names say when S differs",
     )
     add("--keep-exports", action="store_true", help="keep the exported SavedModels under --work-dir")
     add("--seed", type=int, default=0, help="seed of the grown catalogue's random rows")

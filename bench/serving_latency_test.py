@@ -1,4 +1,4 @@
-"""Tests for bench.serving_latency's floors and its result rows (no model, no training)."""
+"""Tests for bench.serving_latency's floors, its result rows and the model every serving benchmark measures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from bench import report, run_record, serving_latency
+from bench import reliability, report, run_record, serving_capacity, serving_latency, serving_profile
 
 RESULTS = os.path.join(run_record.RESULTS_DIR, "serving_latency.json")
 
@@ -289,3 +289,23 @@ def test_a_scann_sweep_times_exact_beside_each_setting():
     assert row["speedup_p50"] == row["exact_in_process_batch_1"]["p50_ms"] / row["in_process_batch_1"]["p50_ms"]
     assert row["in_process_batch_1"]["count"] >= 20 and row["exact_in_process_batch_1"]["count"] >= 20
     assert 0.5 <= row["recall_at_50_vs_exact"] <= 1.0  # all 10 leaves searched: ScaNN's quantization only
+
+
+def test_every_serving_benchmark_loads_the_model_and_serves_the_ddim_steps_asked_for(tmp_path):
+    # serving_latency trains a tiny model; the benchmarks that share its model loading read it back.
+    common = ["--data", "synthetic", "--work-dir", str(tmp_path)]
+    args = serving_latency.parse_args([*common, "--train-steps", "2"])
+    _, config, vocabulary, model, info, histories = serving_latency.model_and_test_histories(args)
+    trained_steps = config.num_sampling_steps
+    assert trained_steps == config.diffusion_steps > 1 and histories and "trained here" in info["source"]
+    model_dir = os.path.join(str(tmp_path), "serving_latency", "model_2")
+    for module in (serving_latency, serving_profile, serving_capacity, reliability):
+        for flags, steps in (([], trained_steps), (["--sampling-steps", "1"], 1)):
+            args = module.parse_args([*common, "--model-dir", model_dir, *flags])
+            _, config, loaded_vocabulary, model, info, _ = serving_latency.model_and_test_histories(args)
+            assert config.num_sampling_steps == model.config.num_sampling_steps == steps, module.__name__
+            assert info["source"] == os.path.abspath(model_dir)
+            assert list(loaded_vocabulary.item_ids) == list(vocabulary.item_ids)
+    args = serving_latency.parse_args([*common, "--model-dir", model_dir, "--sampling-steps", str(trained_steps + 1)])
+    with pytest.raises(ValueError, match="sampling_steps"):
+        serving_latency.model_and_test_histories(args)
