@@ -232,7 +232,10 @@ class RetrievalServable(tf.Module):
         shape = tf.stack([tf.shape(indices)[0], self.max_top_n])
         scores, top = tf.cond(
             score,
-            lambda: retrieval.top_n(interests, self.model.item_table, self.max_top_n, exclude=excluded),
+            # The excluded ids come from `encode` (0..N): no run-time check, which XLA would drop (and log).
+            lambda: retrieval.top_n(
+                interests, self.model.item_table, self.max_top_n, exclude=excluded, check_exclude=False
+            ),
             lambda: (tf.zeros(shape, tf.float32), tf.zeros(shape, tf.int32)),
         )
         return interests, scores, top

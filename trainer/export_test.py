@@ -159,6 +159,32 @@ def test_xla_is_used_only_when_asked(exported, tmp_path):
     np.testing.assert_allclose(out["interests"], model.user_interests(tf.constant(histories)), atol=1e-5)
 
 
+def test_the_compiled_functions_hold_no_assertions(exported):
+    # XLA drops assertions and logs a warning for each one at every compilation (14 per version load).
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, _, export_dir, _ = exported
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, export.EXACT, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    functions = {f.signature.name: f for f in saved.meta_graphs[0].graph_def.library.function}
+
+    def called(function):
+        for node in function.node_def:
+            for value in node.attr.values():
+                yield from ([value.func.name] if value.func.name else [f.name for f in value.list.func])
+
+    compiled = [name for name, f in functions.items() if f.attr["_XlaMustCompile"].b]
+    reached, todo = set(), list(compiled)
+    while todo:
+        name = todo.pop()
+        if name in functions and name not in reached:
+            reached.add(name)
+            todo.extend(called(functions[name]))
+    assert compiled and len(reached) > len(compiled)  # the conditional's branches and the layers' calls
+    assert not [name for name in reached if any(n.op == "Assert" for n in functions[name].node_def)]
+
+
 def test_scann_recall_against_exact(exported):
     model, data, _, loaded = exported
     histories = _ids(data, evaluation_set(data.test, model.config.max_length).histories)

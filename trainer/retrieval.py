@@ -96,6 +96,7 @@ def top_n(
     item_embeddings: tf.Tensor,
     n: int,
     exclude: tf.Tensor | None = None,
+    check_exclude: bool = True,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Retrieves each user's top-``n`` items ranked by ``max_k z_k . e_i`` (Eq. 20); id 0 is never ranked.
 
@@ -110,6 +111,10 @@ def top_n(
         items), in ``[0, N)``; the value 0 is padding of this tensor and excludes nothing. Excluded
         items score ``-inf``; they are only returned (with score ``-inf``, after every other item) if
         ``n`` exceeds the number of items left.
+      check_exclude: Check at run time that ``exclude``'s ids are in ``[0, N)`` (assertions). XLA drops
+        assertions, logging a warning for each one at every compilation, so a caller that compiles this
+        with ids valid by construction (the serving graph, whose ids come from its own vocabulary lookup)
+        passes False.
 
     Returns:
       ``(scores, ids)``: ``(B, n)`` scores in descending order and the matching ``(B, n)`` int32
@@ -144,10 +149,11 @@ def top_n(
         if batch is not None and exclude_batch is not None and batch != exclude_batch:
             raise ValueError(f"exclude has batch size {exclude_batch} but user_interests has {batch}.")
         exclude = tf.cast(exclude, tf.int32)
-        tf.debugging.assert_non_negative(exclude, message="top_n: exclude holds a negative item id.")
-        tf.debugging.assert_less(
-            exclude, tf.shape(item_embeddings)[0], message="top_n: exclude holds an id >= num_items."
-        )
+        if check_exclude:
+            tf.debugging.assert_non_negative(exclude, message="top_n: exclude holds a negative item id.")
+            tf.debugging.assert_less(
+                exclude, tf.shape(item_embeddings)[0], message="top_n: exclude holds an id >= num_items."
+            )
         scores = exclude_items(scores, exclude)
 
     if num_rows is None:

@@ -204,6 +204,23 @@ def test_shape_errors():
         top_n(user_interests, item_embeddings, n=5, exclude=np.full((6, 1), 20))
 
 
+def test_a_compiled_caller_can_leave_out_the_exclusion_checks():
+    user_interests, item_embeddings = _random_case(8, items=20)
+    exclude = np.array([[3, 0]] * 6, np.int32)
+    spec = tf.TensorSpec([None, 2], tf.int32)
+
+    def graph_ops(check: bool) -> set[str]:
+        fn = tf.function(lambda x: top_n(user_interests, item_embeddings, n=5, exclude=x, check_exclude=check))
+        return {op.type for op in fn.get_concrete_function(spec).graph.get_operations()}
+
+    assert "Assert" in graph_ops(True) and "Assert" not in graph_ops(False)
+    compiled = tf.function(
+        lambda x: top_n(user_interests, item_embeddings, n=5, exclude=x, check_exclude=False), jit_compile=True
+    )
+    for got, want in zip(compiled(exclude), top_n(user_interests, item_embeddings, n=5, exclude=exclude)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
 def test_merge_candidates_keeps_best_score_and_drops_excluded():
     scores = tf.constant([[5.0, 4.0, 3.0, 4.5, 2.0, 1.0]])
     indices = tf.constant([[7, 3, 9, 7, 0, 4]])
