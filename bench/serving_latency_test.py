@@ -1,4 +1,5 @@
-"""Tests for bench.serving_latency's floors, its result rows and the model every serving benchmark measures."""
+"""Tests for bench.serving_latency's floors, its result rows and the model every serving benchmark
+measures."""
 
 from __future__ import annotations
 
@@ -306,6 +307,7 @@ def test_every_serving_benchmark_loads_the_model_and_serves_the_ddim_steps_asked
             assert config.num_sampling_steps == model.config.num_sampling_steps == steps, module.__name__
             assert info["source"] == os.path.abspath(model_dir)
             assert list(loaded_vocabulary.item_ids) == list(vocabulary.item_ids)
-    args = serving_latency.parse_args([*common, "--model-dir", model_dir, "--sampling-steps", str(trained_steps + 1)])
+    too_many = str(trained_steps + 1)
+    args = serving_latency.parse_args([*common, "--model-dir", model_dir, "--sampling-steps", too_many])
     with pytest.raises(ValueError, match="sampling_steps"):
         serving_latency.model_and_test_histories(args)

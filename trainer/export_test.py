@@ -160,7 +160,7 @@ def test_xla_is_used_only_when_asked(exported, tmp_path):
 
 
 def test_the_compiled_functions_hold_no_assertions(exported):
-    # XLA drops assertions and logs a warning for each one at every compilation (14 per version load).
+    # XLA drops assertions, logging a warning for each at every compilation (14 per version load).
     from tensorflow.core.protobuf import saved_model_pb2
 
     _, _, export_dir, _ = exported

@@ -209,14 +209,15 @@ def test_a_compiled_caller_can_leave_out_the_exclusion_checks():
     exclude = np.array([[3, 0]] * 6, np.int32)
     spec = tf.TensorSpec([None, 2], tf.int32)
 
+    def retrieve(check: bool):
+        return lambda x: top_n(user_interests, item_embeddings, n=5, exclude=x, check_exclude=check)
+
     def graph_ops(check: bool) -> set[str]:
-        fn = tf.function(lambda x: top_n(user_interests, item_embeddings, n=5, exclude=x, check_exclude=check))
-        return {op.type for op in fn.get_concrete_function(spec).graph.get_operations()}
+        graph = tf.function(retrieve(check)).get_concrete_function(spec).graph
+        return {op.type for op in graph.get_operations()}
 
     assert "Assert" in graph_ops(True) and "Assert" not in graph_ops(False)
-    compiled = tf.function(
-        lambda x: top_n(user_interests, item_embeddings, n=5, exclude=x, check_exclude=False), jit_compile=True
-    )
+    compiled = tf.function(retrieve(False), jit_compile=True)
     for got, want in zip(compiled(exclude), top_n(user_interests, item_embeddings, n=5, exclude=exclude)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
 
