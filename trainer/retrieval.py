@@ -23,11 +23,27 @@ import tensorflow as tf
 ITEM_MAJOR_MAX_COLUMNS = 32
 """The most query vectors (batch x interests) scored item-major by :func:`score_items`.
 
-Both layouts compute the same numbers. With few query vectors, ``(N, d) x (d, B*K)`` (one pass over the
-item table, a thin output per item) is 1.6-2.2x faster on CPU than the batched ``(B, K, d) x (d, N)``
-(measured under XLA at one thread: 12,101 items, batch 1: 1.5 vs 2.8 ms with ranking; 1M items: 43 vs
-97 ms); from about 64 query vectors the batched product is faster (batch 32: 10.5 vs 15.0 ms). See
-docs/performance.md, "Exact scoring".
+With few query vectors, ``(N, d) x (d, B*K)`` (one pass over the item table, a thin output per item) is
+1.6-2.2x faster on CPU than the batched ``(B, K, d) x (d, N)`` (measured under XLA at one thread: 12,101
+items, batch 1: 1.5 vs 2.8 ms with ranking; 1M items: 43 vs 97 ms); from about 64 query vectors the
+batched product is faster (batch 32: 10.5 vs 15.0 ms). See docs/performance.md, "Exact scoring".
+"""
+
+
+PER_QUERY_MAX_COLUMNS = 4
+"""The most query vectors scored by :func:`score_items` as one matrix-vector product each."""
+
+PER_QUERY_MAX_TABLE_BYTES = 4 * 2**20
+"""The largest item table (``N x d x`` bytes per value) scored one query vector at a time.
+
+A matrix-vector product compiles (under XLA on CPU) to a streaming loop over the table, where the thin
+product ``(N, d) x (d, K)`` calls a general matrix product (Eigen's, which packs its operands into blocks
+first: our reading of the gap, not measured). While the table stays in cache, ``K`` passes over it cost
+less than the one product (measured under XLA
+at one thread, 4 query vectors, p50 net of a call: 12,101 x 64 items 0.40 vs 0.65 ms, 25,000 items 1.1 vs
+1.5 ms); once it must come from memory each pass costs what the one product does (35,000 items: 3.7 vs
+2.4 ms; 1M: 110 vs 54 ms), and with 8 query vectors the product wins already at 12,101 items. 4 MiB keeps
+the choice well inside the 6-9 MiB crossover measured on a 32 MiB-L3 machine. See docs/performance.md.
 """
 
 
@@ -51,6 +67,11 @@ def score_items(user_interests: tf.Tensor, item_embeddings: tf.Tensor) -> tf.Ten
 
     Raises:
       ValueError: If the ranks are not 3 and 2, or the static embedding sizes differ.
+
+    The same numbers come from one of three layouts, by the number of query vectors ``B * K`` and the
+    table's size (all three measured on CPU under XLA; see the constants): one matrix-vector product per
+    query vector (at most ``PER_QUERY_MAX_COLUMNS`` of them, a table of at most
+    ``PER_QUERY_MAX_TABLE_BYTES``), item-major (at most ``ITEM_MAJOR_MAX_COLUMNS``), or user-major.
     """
     user_interests = tf.convert_to_tensor(user_interests)
     item_embeddings = tf.convert_to_tensor(item_embeddings, dtype=user_interests.dtype)
@@ -63,17 +84,36 @@ def score_items(user_interests: tf.Tensor, item_embeddings: tf.Tensor) -> tf.Ten
             f"but item_embeddings has dim {item_dim} (shape {item_embeddings.shape})."
         )
     batch, interests = user_interests.shape[0], user_interests.shape[1]
+    table_bytes = None
+    if item_embeddings.shape.is_fully_defined():
+        table_bytes = item_embeddings.shape.num_elements() * item_embeddings.dtype.size
+    small_table = table_bytes is not None and table_bytes <= PER_QUERY_MAX_TABLE_BYTES
     if batch is not None and interests is not None:
-        layout = _item_major if batch * interests <= ITEM_MAJOR_MAX_COLUMNS else _user_major
+        columns = batch * interests
+        if small_table and columns <= PER_QUERY_MAX_COLUMNS:
+            return _per_query(user_interests, item_embeddings)
+        layout = _item_major if columns <= ITEM_MAJOR_MAX_COLUMNS else _user_major
         return layout(user_interests, item_embeddings)
-    # Batch unknown while tracing: the branch is chosen at run time (under XLA, where every executable has
-    # a static batch, the predicate is a constant and only one branch is compiled in).
+    # Batch unknown while tracing: the layout is chosen at run time. Under XLA every executable has a static
+    # batch and the predicates are constants, so only the chosen branch runs; every branch is still
+    # converted at every batch size, so each must be valid at any.
     columns = tf.shape(user_interests)[0] * tf.shape(user_interests)[1]
-    return tf.cond(
-        columns <= ITEM_MAJOR_MAX_COLUMNS,
-        lambda: _item_major(user_interests, item_embeddings),
-        lambda: _user_major(user_interests, item_embeddings),
-    )
+
+    def matrix_product() -> tf.Tensor:
+        return tf.cond(
+            columns <= ITEM_MAJOR_MAX_COLUMNS,
+            lambda: _item_major(user_interests, item_embeddings),
+            lambda: _user_major(user_interests, item_embeddings),
+        )
+
+    if not (small_table and interests is not None and interests <= PER_QUERY_MAX_COLUMNS):
+        return matrix_product()
+    def one_user() -> tf.Tensor:  # a batch-1 request: its K products one by one
+        # A gather, not a reshape: XLA compiles both branches at every batch size, so this one must be
+        # valid at any (it is taken at batch 1 only).
+        return _per_query(tf.gather(user_interests, [0]), item_embeddings)
+
+    return tf.cond(tf.shape(user_interests)[0] == 1, one_user, matrix_product)
 
 
 def _item_major(user_interests: tf.Tensor, item_embeddings: tf.Tensor) -> tf.Tensor:
@@ -83,6 +123,18 @@ def _item_major(user_interests: tf.Tensor, item_embeddings: tf.Tensor) -> tf.Ten
     per_item = tf.linalg.matmul(item_embeddings, queries, transpose_b=True)  # (N, B*K)
     best = tf.reduce_max(tf.reshape(per_item, [-1, batch, interests]), axis=2)  # (N, B)
     return tf.transpose(best)
+
+
+def _per_query(user_interests: tf.Tensor, item_embeddings: tf.Tensor) -> tf.Tensor:
+    """``score_items`` as one ``(N, d) x (d,)`` product per query vector, the running max over each user's."""
+    users = []
+    for user in tf.unstack(user_interests):  # static batch and interests (PER_QUERY_MAX_COLUMNS at most)
+        queries = tf.unstack(user)
+        best = tf.linalg.matvec(item_embeddings, queries[0])
+        for query in queries[1:]:
+            best = tf.maximum(best, tf.linalg.matvec(item_embeddings, query))
+        users.append(best)
+    return tf.stack(users)
 
 
 def _user_major(user_interests: tf.Tensor, item_embeddings: tf.Tensor) -> tf.Tensor:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer import retrieval
 from trainer.retrieval import exclude_items, merge_candidates, score_items, top_n
 
 
@@ -79,10 +80,12 @@ def test_score_items_by_hand():
     np.testing.assert_allclose(score_items(user, items).numpy(), [[3.0, -1.0, 8.0]])
 
 
-@pytest.mark.parametrize("batch", [1, 6, 40])  # 40 x 4 interests: past ITEM_MAJOR_MAX_COLUMNS
-def test_score_items_matches_numpy(batch):
+# Every layout: one product per query vector (1 x 4, 2 x 2 columns), item-major (6 x 4), and past
+# ITEM_MAJOR_MAX_COLUMNS the batched product (40 x 4).
+@pytest.mark.parametrize("batch, interests", [(1, 4), (2, 2), (6, 4), (40, 4)])
+def test_score_items_matches_numpy(batch, interests):
     rng = np.random.default_rng(batch)
-    user_interests = rng.standard_normal((batch, 4, 8)).astype(np.float32)
+    user_interests = rng.standard_normal((batch, interests, 8)).astype(np.float32)
     item_embeddings = rng.standard_normal((300, 8)).astype(np.float32)
     expected = np.einsum("bkd,nd->bkn", user_interests, item_embeddings).max(axis=1)
     np.testing.assert_allclose(
@@ -92,12 +95,34 @@ def test_score_items_matches_numpy(batch):
     for jit_compile in (False, True):
         traced = tf.function(
             score_items,
-            input_signature=[tf.TensorSpec([None, 4, 8], tf.float32), tf.TensorSpec([300, 8], tf.float32)],
+            input_signature=[
+                tf.TensorSpec([None, interests, 8], tf.float32),
+                tf.TensorSpec([300, 8], tf.float32),
+            ],
             jit_compile=jit_compile,
         )
         np.testing.assert_allclose(
             traced(user_interests, item_embeddings).numpy(), expected, rtol=1e-5, atol=1e-5
         )
+
+
+def _scores_per_query(batch: int | None, interests: int, items: int) -> bool:
+    """Whether ``score_items`` traced at these shapes (d = 64) holds a matrix-vector product."""
+    specs = [tf.TensorSpec([batch, interests, 64], tf.float32), tf.TensorSpec([items, 64], tf.float32)]
+    graph = tf.function(score_items).get_concrete_function(*specs).graph
+    functions = [graph, *(f.graph for f in graph._functions.values() if hasattr(f, "graph"))]
+    return any("MatVec" in op.name for g in functions for op in g.get_operations())
+
+
+def test_score_items_takes_one_product_per_query_for_few_queries_on_a_small_table():
+    # The largest table scored per query: PER_QUERY_MAX_TABLE_BYTES of float32 rows of 64.
+    largest = retrieval.PER_QUERY_MAX_TABLE_BYTES // (64 * 4)
+    assert _scores_per_query(1, 4, largest) and _scores_per_query(2, 2, 12_101)
+    assert _scores_per_query(None, 4, 12_101)  # the batch-1 branch of an unknown batch
+    assert not _scores_per_query(1, 4, largest + 1)  # a table past the limit
+    assert not _scores_per_query(2, 4, 12_101)  # 8 query vectors
+    assert not _scores_per_query(None, 8, 12_101)  # unknown batch, 8 interests: never 4 columns or fewer
+    assert not _scores_per_query(1, 4, None)  # a table of unknown size
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
