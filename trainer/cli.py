@@ -222,7 +222,7 @@ def add_export_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scann-leaves",
         type=int,  # ExportSettings checks the range, naming the setting
-        help="partitions of the dmi servable's ScaNN index (default: about sqrt(items))",
+        help="partitions of the dmi servable's ScaNN index, at least 2 (default: about sqrt(items))",
     )
     parser.add_argument(
         "--scann-leaves-to-search",

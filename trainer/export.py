@@ -78,8 +78,9 @@ def scann_parameters(
 ) -> tuple[int, int, int]:
     """The ScaNN index settings of the ``dmi`` servable: ``(per_interest, leaves, leaves_to_search)``.
 
-    Each interest retrieves ``max_top_n + L`` candidates, so that after removing history items (an option
-    of the request) and merging the K lists, ``max_top_n`` distinct items remain. By default there are
+    The index is built for ``max_top_n + L`` candidates per interest, the most a request can need (after
+    removing history items, an option of the request, and merging the K lists, ``max_top_n`` distinct
+    items remain); each request asks for fewer (:func:`candidates_per_interest`). By default there are
     about ``sqrt(N)`` partitions, of which two fifths are searched, and at least enough of them to hold
     about four times the candidates asked for (small catalogues then search most of their partitions).
     Measured with bench/serving_latency.py at 1M items, Recall@50 against exact varies between index
@@ -95,7 +96,8 @@ def scann_parameters(
       num_items: N, the catalogue size.
       max_top_n: the longest list a request may ask for.
       max_length: L, the history length.
-      leaves: partitions (1 to N), or None for the default.
+      leaves: partitions (2 to N: a tree of one leaf answers ScaNN's first item to every query, measured
+        with scann 1.3.2), or None for the default.
       leaves_to_search: partitions searched per query (1 to ``leaves``), or None for the default.
 
     Raises:
@@ -103,15 +105,45 @@ def scann_parameters(
         the pipeline's Trainer, so that a bad flag does not end a finished training run).
     """
     per_interest = min(max_top_n + max_length, num_items)
-    if leaves is not None and not 1 <= leaves <= num_items:
-        raise ValueError(f"scann_leaves must be between 1 and the number of items ({num_items:,}), got {leaves}")
-    leaves = leaves or max(1, int(round(np.sqrt(num_items))))
+    if num_items < 2:
+        raise ValueError(f"a ScaNN index needs at least 2 items, the catalogue has {num_items}")
+    if leaves is not None and not 2 <= leaves <= num_items:
+        raise ValueError(
+            f"scann_leaves must be between 2 and the number of items ({num_items:,}), got {leaves}"
+            + (" (ScaNN's tree of one leaf answers the first item to every query)" if leaves == 1 else "")
+        )
+    leaves = leaves or max(2, int(round(np.sqrt(num_items))))
     if leaves_to_search is not None and not 1 <= leaves_to_search <= leaves:
         raise ValueError(
             f"scann_leaves_to_search must be between 1 and the index's {leaves:,} leaves, got {leaves_to_search}"
         )
     searched = leaves_to_search or max(2 * leaves // 5, int(np.ceil(4 * per_interest * leaves / num_items)))
     return per_interest, leaves, max(1, min(leaves, searched))
+
+
+def candidates_per_interest(top_n: tf.Tensor, excluded: tf.Tensor, most: int) -> tf.Tensor:
+    """How many candidates each interest asks of the ScaNN index for one request: ``top_n`` + exclusions.
+
+    The merge of the K lists is then exact with respect to the lists (``retrieval.merge_candidates``): an
+    item of the merged top ``n`` ranks within the top ``n`` non-excluded items of its best interest, so
+    that interest's first ``n + m`` candidates hold it whenever at most ``m`` of them are excluded. ``m``
+    is the most non-zero excluded slots of any user of the batch (repeated history items counted
+    each time: a bound, never short). Asking for ``max_top_n + L`` on every request instead (the index's
+    build-time ``k``) merged 4 x 220 candidates where a top-50 request without exclusion needs 4 x 50:
+    ~0.17 ms of a ~7 ms request at 1M items (docs/performance.md). The re-scoring depth, which sets the
+    recall, is the index's own and does not change with it.
+
+    Args:
+      top_n: scalar int32, the list length asked for.
+      excluded: ``(B, M)`` int32 item indices to drop per user (0 = nothing).
+      most: the index's build-time ``k`` (``max_top_n + L``, at most N), an upper bound.
+
+    Returns:
+      Scalar int32: ``min(top_n + m, most)``.
+    """
+    per_user = tf.reduce_sum(tf.cast(excluded > 0, tf.int32), axis=1)
+    excluded_slots = tf.reduce_max(tf.concat([per_user, [0]], axis=0))  # 0 for an empty batch
+    return tf.minimum(top_n + excluded_slots, most)
 
 
 class RetrievalServable(tf.Module):
@@ -207,8 +239,8 @@ class RetrievalServable(tf.Module):
         )
         self.scann = None
         if use_scann:
-            # Each interest retrieves max_top_n + L candidates, so that after removing history items (an
-            # option of the request) and merging the K lists, max_top_n distinct items remain.
+            # The index is built for the longest list (max_top_n + L candidates per interest, its
+            # re-scoring depth four times that); each request asks for top_n + its exclusions only.
             per_interest, leaves, searched = scann_parameters(
                 model.num_items, max_top_n, self.max_length, scann_leaves, scann_leaves_to_search
             )
@@ -220,6 +252,7 @@ class RetrievalServable(tf.Module):
                 num_reordering_candidates=4 * per_interest,
             )
             self.scann.index(model.item_table[1:], tf.range(1, model.num_items + 1, dtype=tf.int32))
+            self.scann_candidates = per_interest
 
     def _score_interests(
         self, indices: tf.Tensor, excluded: tf.Tensor, score: tf.Tensor
@@ -330,7 +363,8 @@ class RetrievalServable(tf.Module):
     ) -> tuple[tf.Tensor, tf.Tensor]:
         batch = tf.shape(interests)[0]
         dim = interests.shape[-1]
-        scores, indices = self.scann(tf.reshape(interests, [-1, dim]))  # (B*K, k) each
+        k = candidates_per_interest(top_n, excluded, self.scann_candidates)
+        scores, indices = self.scann(tf.reshape(interests, [-1, dim]), k=k)  # (B*K, k) each
         scores = tf.reshape(scores, [batch, -1])
         indices = tf.reshape(indices, [batch, -1])
         return retrieval.merge_candidates(scores, indices, excluded, top_n)

@@ -25,7 +25,7 @@ class ExportSettings:
     """What :func:`trainer.export.export_servables` is given besides the model.
 
     Attributes:
-      scann_leaves: partitions of the ``dmi`` servable's ScaNN index; None: about ``sqrt(items)``.
+      scann_leaves: partitions of the ``dmi`` servable's ScaNN index, at least 2; None: about ``sqrt(items)``.
       scann_leaves_to_search: partitions searched per query, at most ``scann_leaves``; None: two fifths
         of the leaves, or enough to hold four times the candidates (:func:`trainer.export.scann_parameters`).
       xla: compile the user tower (and exact scoring) with XLA; False for a TF Serving build without its
@@ -46,6 +46,10 @@ class ExportSettings:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.scann_leaves == 1:
+            raise ValueError(
+                "scann_leaves must be at least 2: ScaNN's tree of one leaf answers the first item to every query"
+            )
         if not isinstance(self.xla, bool):
             raise ValueError(f"xla must be true or false, got {self.xla!r}")
         if (

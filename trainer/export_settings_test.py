@@ -31,6 +31,7 @@ def test_to_dict_keeps_only_what_differs_and_round_trips():
     [
         ({"scann_leaves": 0}, "scann_leaves must be a positive integer, got 0"),
         ({"scann_leaves": True}, "scann_leaves must be a positive integer"),
+        ({"scann_leaves": 1}, "scann_leaves must be at least 2: ScaNN's tree of one leaf answers the first item"),
         ({"scann_leaves_to_search": 2.5}, "scann_leaves_to_search must be a positive integer"),
         ({"scann_leaves": 10, "scann_leaves_to_search": 11}, r"scann_leaves_to_search \(11\) must be at most"),
         ({"xla": "no"}, "xla must be true or false"),
@@ -45,7 +46,7 @@ def test_bad_settings_are_refused_with_their_name(values, message):
 
 def test_the_catalogue_check_bounds_the_leaves_by_the_items_and_the_search_by_the_leaves():
     ExportSettings(scann_leaves=1_000, scann_leaves_to_search=1_000).check_model(CONFIG, 1_000)
-    with pytest.raises(ValueError, match=r"scann_leaves must be between 1 and the number of items \(1,000\)"):
+    with pytest.raises(ValueError, match=r"scann_leaves must be between 2 and the number of items \(1,000\)"):
         ExportSettings(scann_leaves=1_001).check_model(CONFIG, 1_000)
     # Without scann_leaves the index has about sqrt(N) leaves: 32 for 1,000 items.
     ExportSettings(scann_leaves_to_search=32).check_model(CONFIG, 1_000)

@@ -195,6 +195,33 @@ def test_scann_recall_against_exact(exported):
     assert recall >= 0.95
 
 
+def test_each_request_asks_the_index_for_top_n_plus_its_exclusions():
+    top_n = tf.constant(10)
+    assert export.candidates_per_interest(top_n, tf.constant([[3, 4, 0], [5, 0, 0]]), 80).numpy() == 12
+    assert export.candidates_per_interest(top_n, tf.constant([[4, 4, 4], [0, 0, 0]]), 80).numpy() == 13
+    assert export.candidates_per_interest(top_n, tf.zeros([2, 3], tf.int32), 80).numpy() == 10
+    assert export.candidates_per_interest(top_n, tf.constant([[1, 2, 3]]), 12).numpy() == 12  # the index's k
+    assert export.candidates_per_interest(top_n, tf.zeros([0, 3], tf.int32), 80).numpy() == 10
+
+
+def test_an_exhaustive_index_answers_exactly_with_the_fewest_candidates(exported, tmp_path):
+    """Every leaf searched and a re-scoring depth (4 x 80) past the 300 items: every item is scored exactly, so the
+    ScaNN servable's lists are the exact servable's only if top_n + exclusions candidates per interest
+    suffice; with exclusions not counted, excluded items would take the places of the ones they hide."""
+    model, data, _, loaded = exported
+    settings = ExportSettings(scann_leaves=2, scann_leaves_to_search=2, xla=False)
+    path = export.export_servables(model, data.vocabulary, str(tmp_path), settings, top_n=10, max_top_n=60)[
+        export.SCANN
+    ]
+    scann_servable = tf.saved_model.load(path)
+    histories = _ids(data, evaluation_set(data.test, model.config.max_length).histories)
+    for top_n, exclude_history in [(10, False), (10, True), (60, True), (1, True)]:
+        exact = _serve(loaded[export.EXACT], histories, top_n, exclude_history)
+        approx = _serve(scann_servable, histories, top_n, exclude_history)
+        np.testing.assert_array_equal(approx["item_ids"].numpy(), exact["item_ids"].numpy())
+        np.testing.assert_allclose(approx["scores"].numpy(), exact["scores"].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_the_scann_servable_holds_the_index_it_was_asked_for(exported, tmp_path):
     model, data, export_dir, _ = exported
     _, leaves, searched = export.scann_parameters(model.num_items, 60, model.config.max_length)
@@ -266,8 +293,13 @@ def test_scann_parameters_default_to_two_fifths_of_sqrt_n_leaves_or_four_times_t
 
 
 def test_scann_parameters_refuse_settings_outside_the_catalogue():
-    with pytest.raises(ValueError, match="scann_leaves must be between 1 and the number of items"):
+    with pytest.raises(ValueError, match="scann_leaves must be between 2 and the number of items"):
         export.scann_parameters(100, 200, 20, leaves=101)
+    with pytest.raises(ValueError, match="tree of one leaf answers the first item to every query"):
+        export.scann_parameters(100, 200, 20, leaves=1)
+    with pytest.raises(ValueError, match="a ScaNN index needs at least 2 items, the catalogue has 1"):
+        export.scann_parameters(1, 200, 20)
+    assert export.scann_parameters(2, 200, 20) == (2, 2, 2)  # round(sqrt(2)) = 1 leaf would be refused
     with pytest.raises(ValueError, match="scann_leaves_to_search must be between 1 and the index's 10 leaves"):
         export.scann_parameters(100, 200, 20, leaves_to_search=11)
     with pytest.raises(ValueError, match="scann_leaves_to_search must be between 1"):
