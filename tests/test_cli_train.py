@@ -123,6 +123,8 @@ def test_export_settings_that_do_not_fit_the_catalogue_fail_before_training(tmp_
     argv = ["train", "--log", log, "--out", str(out), *TINY]
     assert cli.main([*argv, "--scann-leaves", "41"]) == 2
     assert "scann_leaves must be between 2 and the number of items (40)" in capsys.readouterr().err
+    assert cli.main([*argv, "--scann-leaves", "1"]) == 2
+    assert "tree of one leaf answers the first item to every query" in capsys.readouterr().err
     assert cli.main([*argv, "--scann-leaves", "4", "--scann-leaves-to-search", "5"]) == 2
     assert "scann_leaves_to_search (5) must be at most scann_leaves (4)" in capsys.readouterr().err
     assert cli.main([*argv, "--sampling-steps", "5"]) == 2
