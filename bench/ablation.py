@@ -94,16 +94,9 @@ def plot(result: Mapping[str, Any], path: str) -> str:
 def parse_args(argv: Sequence[str]) -> Any:
     parser = arguments.base_parser(MODULE, __doc__)
     arguments.add_data_arguments(parser)
-    parser.add_argument(
-        "--variants",
-        type=arguments.parse_name_list(tuple(VARIANTS)),
-        default=list(VARIANTS),
-        help=f"comma-separated variants (default: {','.join(VARIANTS)})",
-    )
+    arguments.add_names_argument(parser, "--variants", tuple(VARIANTS))
     parser.add_argument("--seeds", type=int, default=1, help="seeds per variant (default 1)")
-    parser.add_argument(
-        "--resume", action="store_true", help="keep the runs of an existing result file with the same config"
-    )
+    arguments.add_resume_argument(parser)
     arguments.add_training_arguments(parser)
     return parser.parse_args(argv)
 
@@ -117,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     base_schedule = dict(QUICK_STEPS) if args.quick else datasets.schedule(args.data, False)
     overrides = {**base_schedule, **parse_overrides(args.set)}
-    stem = "ablation" if args.data == "beauty" else f"ablation_{args.data}"
+    stem = run_record.result_stem("ablation", args.data)
     path = run_record.result_path(args.out, stem, args.quick)
     dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
     result: dict[str, Any] = {

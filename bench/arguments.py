@@ -1,5 +1,6 @@
 """The command-line options the benchmark scripts share (``--quick``, ``--out``, ``--work-dir``, threads,
-data, model, ``--set``, ``--jobs``) and the parsers of their list values."""
+data, model, ``--set``, ``--jobs``, ``--models`` / ``--variants``, ``--resume``) and the parsers of their
+list values."""
 
 from __future__ import annotations
 
@@ -118,6 +119,23 @@ def parse_name_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
         return names
 
     return parse
+
+
+def add_names_argument(parser: argparse.ArgumentParser, flag: str, choices: Sequence[str]) -> None:
+    """``--models a,b`` / ``--variants a,b``: which of ``choices`` to run, all of them by default."""
+    parser.add_argument(
+        flag,
+        type=parse_name_list(tuple(choices)),
+        default=list(choices),
+        help=f"comma-separated {flag.lstrip('-')} (default: {','.join(choices)})",
+    )
+
+
+def add_resume_argument(parser: argparse.ArgumentParser) -> None:
+    """``--resume``: keep the runs of an existing result file whose config matches."""
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the runs of an existing result file with the same config"
+    )
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, jobs: bool = True) -> None:

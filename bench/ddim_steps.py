@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **(dict(QUICK_SCHEDULE) if args.quick else datasets.schedule(args.data, False)),
         **parse_overrides(args.set),
     }
-    stem = "ddim_steps" if args.data == "beauty" else f"ddim_steps_{args.data}"
+    stem = run_record.result_stem("ddim_steps", args.data)
     path = run_record.result_path(args.out, stem, args.quick)
     result: dict[str, Any] = {
         **run_record.run_metadata(MODULE, argv, args.quick),

@@ -229,20 +229,13 @@ def plot_history(result: Mapping[str, Any], path: str) -> str:
 def parse_args(argv: Sequence[str]) -> Any:
     parser = arguments.base_parser(MODULE, __doc__)
     arguments.add_data_arguments(parser)
-    parser.add_argument(
-        "--models",
-        type=arguments.parse_name_list(MODELS),
-        default=list(MODELS),
-        help=f"comma-separated models (default: {','.join(MODELS)})",
-    )
+    arguments.add_names_argument(parser, "--models", MODELS)
     parser.add_argument(
         "--seeds",
         type=int,
         help="seeds per model (default: 3 for remi and dmi, 1 for the others; --quick: 1)",
     )
-    parser.add_argument(
-        "--resume", action="store_true", help="keep the runs of an existing result file with the same config"
-    )
+    arguments.add_resume_argument(parser)
     arguments.add_training_arguments(parser)
     return parser.parse_args(argv)
 
@@ -255,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.config import parse_overrides
 
     overrides = {**datasets.schedule(args.data, args.quick), **parse_overrides(args.set)}
-    stem = "reproduce" if args.data == "beauty" else f"reproduce_{args.data}"
+    stem = run_record.result_stem("reproduce", args.data)
     path = run_record.result_path(args.out, stem, args.quick)
     dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
     run_record.log(f"{args.data}: {dataset.describe()}")

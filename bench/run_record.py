@@ -93,6 +93,12 @@ def finish_metadata(result: dict[str, Any], started: float) -> dict[str, Any]:
     return result
 
 
+def result_stem(name: str, data: str) -> str:
+    """A benchmark's result name for a data set: ``name`` for Beauty (the committed results), else
+    ``<name>_<data>``, so that a run on other data never replaces them."""
+    return name if data == "beauty" else f"{name}_{data}"
+
+
 def result_path(out_dir: str, stem: str, quick: bool, suffix: str = ".json") -> str:
     """``<out_dir>/<stem>.json``, or ``<stem>_quick.json`` for a quick run (never overwrites a full one)."""
     return os.path.join(out_dir, f"{stem}{'_quick' if quick else ''}{suffix}")

@@ -9,6 +9,9 @@ def test_result_path_never_overwrites_full_results(tmp_path):
     assert run_record.result_path(str(tmp_path), "reproduce", False).endswith("reproduce.json")
     assert run_record.result_path(str(tmp_path), "reproduce", True).endswith("reproduce_quick.json")
     assert run_record.result_path(str(tmp_path), "x", True, ".png").endswith("x_quick.png")
+    # A run on other data than Beauty never replaces Beauty's committed results.
+    assert run_record.result_stem("tuning", "beauty") == "tuning"
+    assert run_record.result_stem("tuning", "synthetic") == "tuning_synthetic"
 
 
 

@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer.config import parse_overrides
     from trainer.sequences import evaluation_set
 
-    stem = "serving_probe" if args.data == "beauty" else f"serving_probe_{args.data}"
+    stem = run_record.result_stem("serving_probe", args.data)
     path = run_record.result_path(args.out, stem, args.quick)
     result = run_record.read_json(path) or {"probes": {}}
     result.update({**run_record.run_metadata(MODULE, argv, args.quick), "threads": threads})

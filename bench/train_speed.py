@@ -321,12 +321,7 @@ def plot(result: Mapping[str, Any], path: str) -> str:
 def parse_args(argv: Sequence[str]) -> Any:
     parser = arguments.base_parser(MODULE, __doc__)
     arguments.add_data_arguments(parser)
-    parser.add_argument(
-        "--models",
-        type=arguments.parse_name_list(MODELS),
-        default=list(MODELS),
-        help=f"comma-separated models (default: {','.join(MODELS)})",
-    )
+    arguments.add_names_argument(parser, "--models", MODELS)
     parser.add_argument("--period", type=int, help="steps per timed period (default 250; --quick 100)")
     parser.add_argument(
         "--periods", type=int, help="measured periods after the warm-up one (default 4; --quick 3)"
@@ -360,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     period = args.period or (100 if args.quick else 250)
     periods = args.periods or (3 if args.quick else 4)
     overrides = parse_overrides(args.set)
-    stem = "train_speed" if args.data == "beauty" else f"train_speed_{args.data}"
+    stem = run_record.result_stem("train_speed", args.data)
     if (args.intra_op_threads, args.inter_op_threads) != (1, 1):  # the default; others compare with it
         stem += f"_threads{args.intra_op_threads}x{args.inter_op_threads}"
     if args.tag:

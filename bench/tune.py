@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **({} if args.quick else {"patience": SEARCH_PATIENCE}),
         **parse_overrides(args.set),
     }
-    stem = "tuning" if args.data == "beauty" else f"tuning_{args.data}"
+    stem = run_record.result_stem("tuning", args.data)
     path = run_record.result_path(args.out, stem, args.quick)
     dataset = datasets.load_dataset(args.data, args.beauty_path, args.split_seed)
     run_record.log(f"{args.data}: {dataset.describe()}")
