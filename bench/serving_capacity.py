@@ -25,10 +25,8 @@ given as a share of it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -41,6 +39,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from tensorflow_serving.apis.predict_pb2 import PredictRequest
+
+    from serving.client import RetrievalClient
 
 MODULE = "bench.serving_capacity"
 MODES = {"unbatched": (), "batched": ("--enable_batching",)}
@@ -60,43 +60,24 @@ def paced_load(
       ``offered_per_s``, ``answered_per_s``, ``requests`` and ``latency`` (a latency summary, ms).
     """
     period = clients / rate
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(clients + 1)
-    start_at: list[float] = []
 
-    def client(index: int) -> None:
-        try:
-            with serving_latency.client_for(address) as connection:
-                connection.predict(requests[index % len(requests)])  # the channel is up before timing
-                barrier.wait()
-                due = start_at[0] + index / rate
-                end = start_at[0] + duration
-                k = index
-                while due < end:
-                    pause = due - time.perf_counter()
-                    if pause > 0:
-                        time.sleep(pause)
-                    connection.predict(requests[k % len(requests)])
-                    latencies[index].append(time.perf_counter() - due)
-                    due += period
-                    k += clients
-        except BaseException as e:  # reported below
-            errors.append(e)
-            with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.abort()
+    def scheduled(connection: RetrievalClient, index: int, release: float) -> list[float]:
+        seconds = []
+        due = release + index / rate
+        end = release + duration
+        k = index
+        while due < end:
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            connection.predict(requests[k % len(requests)])
+            seconds.append(time.perf_counter() - due)
+            due += period
+            k += clients
+        return seconds
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    start_at.append(time.perf_counter() + 0.05)
-    with contextlib.suppress(threading.BrokenBarrierError):
-        barrier.wait()
-    for thread in threads:
-        thread.join()
-    elapsed = max(time.perf_counter() - start_at[0], duration)
-    if errors:
-        raise RuntimeError(f"a client failed: {errors[0]!r}")
+    latencies, release = serving_latency.run_clients(address, requests, clients, scheduled, warmup=1)
+    elapsed = max(time.perf_counter() - release, duration)
     done = sum(len(x) for x in latencies)
     return {
         "offered_per_s": round(rate, 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -62,3 +63,25 @@ def test_rows_and_plot(tmp_path, floor):
     ]
     path = serving_capacity.plot(result, str(tmp_path / "capacity.png"))
     assert os.path.getsize(path) > 0
+
+
+def test_the_clients_start_together_and_a_failing_one_is_reported(floor):
+    started = []
+
+    def load(connection, index, release):
+        started.append((time.perf_counter(), release))
+        return [connection.predict(REQUESTS[0]) is not None and 0.001]
+
+    latencies, release = serving_latency.run_clients(floor.address, REQUESTS, 3, load)
+    assert latencies == [[0.001]] * 3
+    assert all(at == release and now >= release for now, at in started) and len(started) == 3
+
+    def failing(connection, index, release):
+        if index == 1:
+            raise ValueError("client 1 broke")
+        return []
+
+    with pytest.raises(RuntimeError, match="client 1 broke"):
+        serving_latency.run_clients(floor.address, REQUESTS, 3, failing)
+    with pytest.raises(RuntimeError, match="a client failed"):  # before the barrier: the others released
+        serving_latency.run_clients("127.0.0.1:1", REQUESTS, 2, load, warmup=1)

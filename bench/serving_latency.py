@@ -696,30 +696,40 @@ def grpc_latency(address: str, requests: Sequence[PredictRequest], duration: flo
     return timing.latency_summary(seconds)
 
 
-def grpc_throughput(
-    address: str, requests: Sequence[PredictRequest], clients: int, duration: float
-) -> dict[str, Any]:
-    """``clients`` threads, each with its own channel, sending back-to-back for ``duration`` seconds."""
-    from serving import contract
+def run_clients(
+    address: str,
+    requests: Sequence[PredictRequest],
+    clients: int,
+    load: Callable[[RetrievalClient, int, float], list[float]],
+    warmup: int = 3,
+) -> tuple[list[list[float]], float]:
+    """``clients`` threads, each with its own channel, released together: what every load test shares.
 
+    Each client sends ``warmup`` requests (so that its channel is up), waits for all the others, and from
+    the common release time on runs ``load(connection, index, release)``, which returns the latencies it
+    timed (s). The release time is taken when the last client is ready, so that no schedule starts late.
+
+    Returns:
+      The latencies of each client, and the release time (``time.perf_counter()``).
+
+    Raises:
+      RuntimeError: a client failed (the others are released and joined first).
+    """
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[BaseException] = []
-    barrier = threading.Barrier(clients + 1)
-    rows = requests[0].inputs[contract.HISTORY_INPUT].tensor_shape.dim[0].size
+    release: list[float] = []
+    barrier = threading.Barrier(clients + 1, action=lambda: release.append(time.perf_counter() + 0.01))
 
     def client(index: int) -> None:
         try:
             with client_for(address) as connection:
-                for k in range(3):
+                for k in range(warmup):
                     connection.predict(requests[(index + k) % len(requests)])
                 barrier.wait()
-                deadline = time.perf_counter() + duration
-                k = index
-                while time.perf_counter() < deadline:
-                    start = time.perf_counter()
-                    connection.predict(requests[k % len(requests)])
-                    latencies[index].append(time.perf_counter() - start)
-                    k += clients
+                pause = release[0] - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                latencies[index] = load(connection, index, release[0])
         except BaseException as e:  # reported below
             errors.append(e)
             with contextlib.suppress(threading.BrokenBarrierError):
@@ -730,12 +740,34 @@ def grpc_throughput(
         thread.start()
     with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait()
-    started = time.perf_counter()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
     if errors:
         raise RuntimeError(f"a client failed: {errors[0]!r}")
+    return latencies, release[0]
+
+
+def grpc_throughput(
+    address: str, requests: Sequence[PredictRequest], clients: int, duration: float
+) -> dict[str, Any]:
+    """``clients`` threads, each with its own channel, sending back-to-back for ``duration`` seconds."""
+    from serving import contract
+
+    rows = requests[0].inputs[contract.HISTORY_INPUT].tensor_shape.dim[0].size
+
+    def back_to_back(connection: RetrievalClient, index: int, release: float) -> list[float]:
+        seconds = []
+        deadline = release + duration
+        k = index
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            connection.predict(requests[k % len(requests)])
+            seconds.append(time.perf_counter() - start)
+            k += clients
+        return seconds
+
+    latencies, release = run_clients(address, requests, clients, back_to_back)
+    elapsed = time.perf_counter() - release
     done = sum(len(x) for x in latencies)
     return {
         "clients": clients,
