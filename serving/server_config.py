@@ -391,7 +391,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_int,
         default=0,
         metavar="N",
-        help="ops run in parallel (default: 0 = TensorFlow's choice)",
+        help="ops run in parallel (default: 0 = TensorFlow's choice, as tensorflow_model_server); 1 takes "
+        "~0.1 ms off a batch-1 DMI request on 2 cores, for up to 15 %% of the throughput at 16 concurrent "
+        "clients (docs/performance.md)",
     )
     parser.add_argument(
         "--enable_batching",
